@@ -1,0 +1,150 @@
+"""Size profiles, seeding, thread control and paths: the knobs every lesson shares.
+
+A lesson never scatters size literals through its cells.  It reads one
+:class:`Profile` (``profile(SIZE)``) so that ``small`` means the same thing in
+every notebook, and a batch run at ``full`` scales every lesson at once.
+
+Fair timing needs both sides of a comparison on the same number of threads:
+:func:`single_thread` caps BLAS/OpenMP (threadpoolctl), faiss and torch for the
+duration of a ``with`` block.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+#: Root of the repository (the folder holding ``course_lib/``).
+REPO_ROOT: Path = Path(__file__).resolve().parent.parent
+#: Frozen datasets, their cards and checksums.
+DATASETS_DIR: Path = REPO_ROOT / "datasets"
+
+
+@dataclass(frozen=True)
+class Profile:
+    """What one size means, for every dataset in the course.
+
+    Attributes
+    ----------
+    name : "small" or "full".
+    n_vectors : database size of synthetic vector sets.
+    n_queries : number of held-out queries.
+    n_corpus : number of documents taken from the frozen CPython corpus.
+    dims : dimensions swept by curse-of-dimensionality experiments.
+    repeats : timing repeats (the median and p99 are reported).
+    extra : lesson-specific sizes, read with :meth:`get`.
+    """
+
+    name: str
+    n_vectors: int
+    n_queries: int
+    n_corpus: int
+    dims: tuple[int, ...]
+    repeats: int
+    extra: dict[str, int] = field(default_factory=dict)
+
+    def get(self, key: str, default: int | None = None) -> int:
+        """A lesson-specific size, e.g. ``profile("small").get("n_train")``."""
+        if key in self.extra:
+            return self.extra[key]
+        if default is None:
+            raise KeyError(f"profile {self.name!r} has no size {key!r}; known: {sorted(self.extra)}")
+        return default
+
+    def scaled(self, **changes: object) -> "Profile":
+        """A copy with some fields changed (for a one-off experiment)."""
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+
+PROFILES: dict[str, Profile] = {
+    "small": Profile(
+        name="small",
+        n_vectors=20_000,
+        n_queries=200,
+        n_corpus=2_000,
+        dims=(2, 4, 8, 16, 32, 64, 128, 256, 512),
+        repeats=5,
+    ),
+    "full": Profile(
+        name="full",
+        n_vectors=200_000,
+        n_queries=1_000,
+        n_corpus=6_000,  # the frozen corpus holds ~6.3k documents (datasets/cpython_docs/CARD.md)
+        dims=(2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048),
+        repeats=7,
+    ),
+}
+
+
+def profile(size: str = "small") -> Profile:
+    """The :class:`Profile` named ``size`` ("small" or "full")."""
+    if not isinstance(size, str) or size not in PROFILES:
+        raise ValueError(f"unknown size {size!r}: expected one of {sorted(PROFILES)}")
+    return PROFILES[size]
+
+
+def seed_everything(seed: int = 0) -> np.random.Generator:
+    """Seed Python, numpy's legacy global RNG and torch (if installed).
+
+    Returns a fresh ``np.random.Generator(PCG64(seed))``: lessons draw from it
+    explicitly rather than from hidden global state.
+    """
+    if not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    random.seed(int(seed))
+    np.random.seed(int(seed) % 2**32)
+    try:
+        import torch
+    except ImportError:  # torch is optional for most lessons
+        pass
+    else:
+        torch.manual_seed(int(seed))
+    return np.random.default_rng(int(seed))
+
+
+@contextlib.contextmanager
+def single_thread(n_threads: int = 1) -> Iterator[None]:
+    """Run the block with BLAS/OpenMP, faiss and torch capped at ``n_threads``.
+
+    Both sides of a timing comparison must run on the same number of threads,
+    otherwise a ratio measures the core count, not the algorithm.
+    """
+    from threadpoolctl import threadpool_limits
+
+    # Enter threadpoolctl first: it records the settings it restores on exit,
+    # and they must be the ones from before this block, not our own.
+    with threadpool_limits(limits=n_threads):
+        try:
+            import torch
+        except ImportError:
+            torch = None  # type: ignore[assignment]
+        try:
+            import faiss
+        except ImportError:
+            faiss = None  # type: ignore[assignment]
+        old_torch = torch.get_num_threads() if torch is not None else None
+        old_faiss = faiss.omp_get_max_threads() if faiss is not None else None
+        if torch is not None:
+            torch.set_num_threads(n_threads)
+        if faiss is not None:
+            faiss.omp_set_num_threads(n_threads)
+        try:
+            yield
+        finally:
+            if torch is not None and old_torch is not None:
+                torch.set_num_threads(old_torch)
+            if faiss is not None and old_faiss is not None:
+                faiss.omp_set_num_threads(old_faiss)
+
+
+def set_offline() -> None:
+    """Tell Hugging Face libraries never to reach the network (idempotent)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
