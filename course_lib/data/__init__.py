@@ -1,0 +1,39 @@
+"""Datasets: seeded synthetic vectors, the frozen CPython corpus and its embeddings, ANN file formats.
+
+One dataset API for the whole course; nothing here downloads anything.
+"""
+
+from .corpus import CORPUS_DIR, load_corpus, load_corpus_embeddings, verify_checksums
+from .formats import (
+    AnnBenchmarksDataset,
+    load_ann_benchmarks_hdf5,
+    read_bvecs,
+    read_fvecs,
+    read_ivecs,
+    write_ann_benchmarks_hdf5,
+    write_bvecs,
+    write_fvecs,
+    write_ivecs,
+)
+from .synthetic import intrinsic_dimension, make_anisotropic, make_gaussian_mixture, make_uniform, split_queries
+
+__all__ = [
+    "CORPUS_DIR",
+    "AnnBenchmarksDataset",
+    "intrinsic_dimension",
+    "load_ann_benchmarks_hdf5",
+    "load_corpus",
+    "load_corpus_embeddings",
+    "make_anisotropic",
+    "make_gaussian_mixture",
+    "make_uniform",
+    "read_bvecs",
+    "read_fvecs",
+    "read_ivecs",
+    "split_queries",
+    "verify_checksums",
+    "write_ann_benchmarks_hdf5",
+    "write_bvecs",
+    "write_fvecs",
+    "write_ivecs",
+]
