@@ -41,7 +41,7 @@ $(STAMP): pyproject.toml requirements.lock
 venv: $(STAMP) ## create .venv with the pinned dependencies (done by lab and test when missing)
 
 lab: $(STAMP) ## start JupyterLab on the course (creates the environment first if missing)
-	$(VENV)/bin/jupyter lab --ServerApp.root_dir=. README.md
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir=. $(if $(filter 0,$(shell id -u)),--allow-root) README.md
 
 test: $(STAMP) ## run every test (unit, notebooks at SIZE=small, grading, repository rules)
 	$(PY) -m pytest -n $(JOBS) --durations=15 $(PYTEST_ARGS)

@@ -78,7 +78,7 @@ def topk_smallest(D: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 
     Selecting is cheaper than sorting: ``argpartition`` finds the k smallest
     of n in O(n) per row, and only those k are sorted (O(k log k)) instead of
-    all n (O(n log n)).  Wide rows use :func:`_threshold_select`, which is the
+    all n (O(n log n)).  Wide rows use :func:`threshold_topk`, which is the
     same idea with smaller constants.  Ties are broken by the smaller id, the
     same rule as faiss, so results are reproducible.
     """
@@ -88,7 +88,7 @@ def topk_smallest(D: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     k = check_k(k, D.shape[1], what="the number of columns")
     stride = D.shape[1] // (k * 256)
     if stride >= 2:
-        return _threshold_select(D, k, stride)
+        return threshold_topk(D, k, stride)
     if k < D.shape[1]:
         part = np.argpartition(D, k - 1, axis=1)[:, :k]
     else:
@@ -99,7 +99,7 @@ def topk_smallest(D: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return np.take_along_axis(vals, order, axis=1), ids
 
 
-def _threshold_select(D: np.ndarray, k: int, stride: int) -> tuple[np.ndarray, np.ndarray]:
+def threshold_topk(D: np.ndarray, k: int, stride: int) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k of wide rows by "bound, filter, sort the few survivors".
 
     1. The k-th smallest value of every ``stride``-th column is an upper bound
@@ -112,6 +112,12 @@ def _threshold_select(D: np.ndarray, k: int, stride: int) -> tuple[np.ndarray, n
     Radix/threshold selection on GPUs (and faiss's block-wise heaps) use the
     same trick: never move the whole row around, only the candidates.
     """
+    D = np.asarray(D)
+    if D.ndim != 2:
+        raise ValueError(f"D must be 2-D (n_queries, n), got shape {D.shape}")
+    k = check_k(k, D.shape[1], what="the number of columns")
+    if isinstance(stride, bool) or not isinstance(stride, (int, np.integer)) or not 1 <= stride <= D.shape[1] // k:
+        raise ValueError(f"stride must be an int in [1, n // k = {D.shape[1] // k}], got {stride!r}")
     n_rows = D.shape[0]
     bound = np.partition(D[:, ::stride], k - 1, axis=1)[:, k - 1 : k]
     rows, cols = np.nonzero(D <= bound)

@@ -152,3 +152,13 @@ def test_threshold_select_equals_full_sort(rng, k):
     ref_ids = np.lexsort((np.broadcast_to(np.arange(D.shape[1]), D.shape), D), axis=1)[:, :k]
     np.testing.assert_array_equal(ids, ref_ids)
     np.testing.assert_array_equal(vals, np.take_along_axis(D, ref_ids, axis=1))
+
+
+def test_threshold_topk_validates(rng):
+    D = rng.random((2, 100))
+    with pytest.raises(ValueError, match="stride"):
+        vec.threshold_topk(D, 10, 11)
+    with pytest.raises(ValueError, match="stride"):
+        vec.threshold_topk(D, 10, 0)
+    vals, ids = vec.threshold_topk(D, 10, 10)  # stride = n // k keeps exactly k sample columns: still exact
+    np.testing.assert_array_equal(ids, np.argsort(D, axis=1)[:, :10])
