@@ -89,24 +89,39 @@ def time_fn(
     return Timing(name=name or getattr(fn, "__name__", "fn"), times=tuple(times))
 
 
-def compare(timings: list[Timing], reference: str) -> list[dict[str, Any]]:
-    """Rows of a comparison table: median, p99 and ``ratio`` = median / reference median.
+def compare(timings: list[Timing], reference: str, *, items: int | dict[str, int] | None = None) -> list[dict[str, Any]]:
+    """Rows of a comparison table: median, p99 and ``ratio`` against the reference.
 
-    A ratio of 1.5 means "1.5x the reference's time" (slower); below 1 is faster.
+    ``ratio`` = time per item / the reference's time per item: 1.5 means
+    "1.5x the reference's time" (slower); below 1 is faster.  ``items`` is the
+    number of items (e.g. queries) each call processed: one int for all, or a
+    dict by timing name when some methods ran on fewer items (default 1 each).
+    With ``items``, the rows also give ``items_per_s``.
     """
     by_name = {t.name: t for t in timings}
     if reference not in by_name:
         raise ValueError(f"reference {reference!r} is not among the timings {sorted(by_name)}")
-    ref = by_name[reference].median
-    return [
-        {
+
+    def n_of(name: str) -> int:
+        n = items.get(name, 1) if isinstance(items, dict) else (1 if items is None else items)
+        if n < 1:
+            raise ValueError(f"items for {name!r} must be >= 1, got {n}")
+        return n
+
+    ref = by_name[reference].median / n_of(reference)
+    rows = []
+    for t in timings:
+        row: dict[str, Any] = {
             "method": t.name,
             "median_ms": round(t.median * 1e3, 3),
             "p99_ms": round(t.p99 * 1e3, 3),
-            "ratio_vs_" + reference: round(t.median / ref, 3),
+            "ratio_vs_" + reference: round(t.median / n_of(t.name) / ref, 3),
         }
-        for t in timings
-    ]
+        if items is not None:
+            row["items"] = n_of(t.name)
+            row["items_per_s"] = round(n_of(t.name) / t.median, 1)
+        rows.append(row)
+    return rows
 
 
 def peak_rss_mb() -> float:

@@ -23,6 +23,8 @@ from .validate import as_matrix, check_ids, check_k, check_same_dim
 
 Metric = Literal["l2", "ip", "cosine"]
 METRICS: tuple[str, ...] = ("l2", "ip", "cosine")
+#: Memory budget of one block of scores in :func:`exact_knn` (float32 entries).
+SCORE_BLOCK_BYTES = 64 * 2**20
 
 
 def _check_metric(metric: str) -> None:
@@ -134,7 +136,7 @@ def exact_knn(
     k: int,
     metric: Metric = "l2",
     *,
-    block_size: int = 1024,
+    block_size: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact k nearest neighbours of each query: brute force, done well.
 
@@ -144,7 +146,8 @@ def exact_knn(
     X : (n, d) database.
     k : neighbours per query, 1 <= k <= n.
     metric : "l2" (squared distances, ascending), "ip" or "cosine" (similarities, descending).
-    block_size : queries per block; bounds the (block_size, n) score matrix in memory.
+    block_size : queries per block; bounds the (block_size, n) score matrix in
+        memory.  Default: as many as fit in :data:`SCORE_BLOCK_BYTES` (64 MiB).
 
     Returns
     -------
@@ -158,6 +161,10 @@ def exact_knn(
     k = check_k(k, X.shape[0])
     if metric == "cosine":
         Q, X = normalize(Q), normalize(X)
+    if block_size is None:
+        block_size = max(1, SCORE_BLOCK_BYTES // (4 * X.shape[0]))
+    elif isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer)) or block_size < 1:
+        raise ValueError(f"block_size must be a positive int, got {block_size!r}")
     x2 = np.einsum("ij,ij->i", X, X) if metric == "l2" else None
     D_out = np.empty((Q.shape[0], k), dtype=np.float32)
     I_out = np.empty((Q.shape[0], k), dtype=np.int64)

@@ -106,13 +106,18 @@ def _hard_wrap(paragraph: str, max_chars: int) -> list[str]:
     pieces = []
     for line in paragraph.split("\n"):
         pieces.extend(textwrap.wrap(line, max_chars) if len(line) > max_chars else [line])
+    return _pack(pieces, "\n", max_chars)
+
+
+def _pack(pieces: list[str], sep: str, max_chars: int) -> list[str]:
+    """Join consecutive pieces with ``sep`` greedily into chunks of at most ``max_chars``."""
     chunks, current = [], ""
     for piece in pieces:
-        if current and len(current) + 1 + len(piece) > max_chars:
+        if current and len(current) + len(sep) + len(piece) > max_chars:
             chunks.append(current)
             current = piece
         else:
-            current = f"{current}\n{piece}" if current else piece
+            current = f"{current}{sep}{piece}" if current else piece
     return chunks + [current]
 
 
@@ -125,14 +130,7 @@ def split_passages(text: str, max_chars: int = MAX_CHARS) -> list[str]:
     paragraphs = []
     for para in text.split("\n\n"):
         paragraphs.extend(_hard_wrap(para, max_chars) if len(para) > max_chars else [para])
-    passages, current = [], ""
-    for para in paragraphs:
-        if current and len(current) + 2 + len(para) > max_chars:
-            passages.append(current)
-            current = para
-        else:
-            current = f"{current}\n\n{para}" if current else para
-    return [p.strip() for p in passages + [current] if p.strip()]
+    return [p.strip() for p in _pack(paragraphs, "\n\n", max_chars) if p.strip()]
 
 
 def clean_passages(raw: Any) -> list[str]:
