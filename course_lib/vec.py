@@ -111,23 +111,31 @@ def threshold_topk(D: np.ndarray, k: int, stride: int) -> tuple[np.ndarray, np.n
        least k per row, about k * stride on average.
     3. Sort those few survivors by (row, value, id) and take the first k of each row.
 
+    ``D`` must be C-contiguous (it is flattened); :func:`topk_smallest` picks ``stride``.
+
     Radix/threshold selection on GPUs (and faiss's block-wise heaps) use the
     same trick: never move the whole row around, only the candidates.
     """
-    D = np.asarray(D)
+    D = np.ascontiguousarray(D)
     if D.ndim != 2:
         raise ValueError(f"D must be 2-D (n_queries, n), got shape {D.shape}")
     k = check_k(k, D.shape[1], what="the number of columns")
     if isinstance(stride, bool) or not isinstance(stride, (int, np.integer)) or not 1 <= stride <= D.shape[1] // k:
         raise ValueError(f"stride must be an int in [1, n // k = {D.shape[1] // k}], got {stride!r}")
-    n_rows = D.shape[0]
+    n_rows, n = D.shape
     bound = np.partition(D[:, ::stride], k - 1, axis=1)[:, k - 1 : k]
-    rows, cols = np.nonzero(D <= bound)
-    vals = D[rows, cols]
-    order = np.lexsort((cols, vals, rows))
-    rows, cols, vals = rows[order], cols[order], vals[order]
-    take = np.searchsorted(rows, np.arange(n_rows))[:, None] + np.arange(k)
-    return vals[take], cols[take].astype(np.int64)
+    # flatnonzero on the flattened mask is ~10x faster than a 2-D nonzero, and
+    # it returns the survivors in row-major order: by row, then by column id.
+    flat = np.flatnonzero(D <= bound)
+    rows, cols = np.divmod(flat, n)
+    vals = D.ravel()[flat]
+    # Sort by value, then stably by row: within a row, equal values keep their
+    # column order, so ties go to the smaller id.
+    order = np.argsort(vals, kind="stable")
+    order = order[np.argsort(rows[order], kind="stable")]
+    take = np.searchsorted(rows[order], np.arange(n_rows))[:, None] + np.arange(k)
+    picked = order[take]
+    return vals[picked], cols[picked].astype(np.int64)
 
 
 def exact_knn(
@@ -168,18 +176,23 @@ def exact_knn(
     x2 = np.einsum("ij,ij->i", X, X) if metric == "l2" else None
     D_out = np.empty((Q.shape[0], k), dtype=np.float32)
     I_out = np.empty((Q.shape[0], k), dtype=np.int64)
+    # One score buffer for every block: a fresh 64 MiB array per block would
+    # cost as much in page faults as the selection itself.
+    buffer = np.empty((min(block_size, Q.shape[0]), X.shape[0]), dtype=np.float32)
     for start in range(0, Q.shape[0], block_size):
         Qb = Q[start : start + block_size]
+        scores = buffer[: len(Qb)]
         if metric == "l2":
             # rank by ||x||^2 - 2 q.x; ||q||^2 is constant per row, so it is added to the k winners only.
             # The -2 multiplies the small query block, not the big (block, n) score matrix.
-            scores = (-2.0 * Qb) @ X.T
+            np.matmul(-2.0 * Qb, X.T, out=scores)
             scores += x2
             d, i = topk_smallest(scores, k)
             d += np.einsum("ij,ij->i", Qb, Qb)[:, None]
             np.maximum(d, 0.0, out=d)
         else:
-            d, i = topk_smallest(-(Qb @ X.T), k)
+            np.matmul(-Qb, X.T, out=scores)  # negated: the most similar get the smallest scores
+            d, i = topk_smallest(scores, k)
             d = -d
         D_out[start : start + len(Qb)] = d
         I_out[start : start + len(Qb)] = i
