@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import re
+import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -40,6 +41,13 @@ class CellProblem:
     kind: str  # "error" | "timeout"
     message: str
     defines: list[str] = field(default_factory=list)
+    first_line: str = ""
+
+    @property
+    def where(self) -> str:
+        """``code cell 6 (def recall_at_k(...)``: the number and the first line, to find it."""
+        line = self.first_line if len(self.first_line) <= 40 else self.first_line[:37] + "..."
+        return f"code cell {self.cell} ({line})" if line else f"code cell {self.cell}"
 
 
 @dataclass
@@ -66,7 +74,7 @@ class GradeReport:
             "score": round(self.score, 4),
             "max_score": self.max_score,
             "tasks": self.tasks,
-            "cell_problems": [p.__dict__ for p in self.cell_problems],
+            "cell_problems": [p.__dict__ | {"where": p.where} for p in self.cell_problems],
             "notes": self.notes,
             "seconds": round(self.seconds, 2),
         }
@@ -80,10 +88,10 @@ class GradeReport:
         for i, r in enumerate(rows):
             lines.append("  " + "  ".join(c.ljust(w) for c, w in zip(r[:3], widths)) + "  " + r[3])
             if i == 0:
-                lines.append("  " + "-" * (sum(widths) + 6 + max(len(r[3]) for r in rows)))
+                lines.append("  " + "-" * min(100, sum(widths) + 6 + max(len(r[3]) for r in rows)))
         lines.append(f"  TOTAL {self.score:.2f} / {self.max_score}")
         for p in self.cell_problems:
-            lines.append(f"  note: code cell {p.cell} {'timed out' if p.kind == 'timeout' else 'raised'}: {p.message}")
+            lines.append(f"  note: {p.where} {'timed out' if p.kind == 'timeout' else 'raised'}: {p.message}")
         for note in self.notes:
             lines.append(f"  note: {note}")
         for t in self.tasks:
@@ -119,6 +127,10 @@ def lesson_of(nb: Any, path: Path) -> str | None:
 
 def _defined_names(source: str) -> list[str]:
     return re.findall(r"^\s*def\s+([A-Za-z_]\w*)\s*\(", source, flags=re.M)
+
+
+def _first_line(source: str) -> str:
+    return next((line.strip() for line in source.splitlines() if line.strip() and not line.strip().startswith("#")), "")
 
 
 def _empty_result(task: Task, verdict: str, status: str = "error") -> dict[str, Any]:
@@ -213,7 +225,8 @@ def grade_notebook(
     os.environ.clear()
     os.environ.update(_kernel_env())
     try:
-        with client.setup_kernel():
+        # The kernel process's own stderr only carries its start-up log; the learner's output arrives over Jupyter's channels.
+        with client.setup_kernel(stderr=subprocess.DEVNULL):
             alive = _execute_cells(client, nb, code_cells, problems, notes, start, total_timeout)
             for task in tasks:
                 if not alive:
@@ -243,7 +256,7 @@ def _execute_cells(client: Any, nb: Any, code_cells: list[Any], problems: list[C
         try:
             client.execute_cell(cell, index)
         except DeadKernelError:
-            problems.append(CellProblem(number, "error", "the kernel died while running this cell", _defined_names(cell.source)))
+            problems.append(CellProblem(number, "error", "the kernel died while running this cell", _defined_names(cell.source), _first_line(cell.source)))
             return False
         err = _error_of(cell)
         if err is None:
@@ -252,7 +265,7 @@ def _execute_cells(client: Any, nb: Any, code_cells: list[Any], problems: list[C
         kind = "timeout" if _timed_out(err) else "error"
         if kind == "timeout":
             ename, evalue = "CellTimeout", f"ran longer than {client.timeout} s and was interrupted (an infinite loop?)"
-        problems.append(CellProblem(number, kind, f"{ename}: {evalue}".strip(": "), _defined_names(cell.source)))
+        problems.append(CellProblem(number, kind, f"{ename}: {evalue}".strip(": "), _defined_names(cell.source), _first_line(cell.source)))
         if kind == "timeout" and not _responsive(client, nb):
             notes.append(f"code cell {number} could not be interrupted; later cells were not run")
             return False
@@ -310,7 +323,7 @@ def _grade_task(client: Any, nb: Any, task: Task, problems: list[CellProblem]) -
 def _why_missing(task: Task, problems: list[CellProblem]) -> str:
     culprit = next((p for p in problems if task.function in p.defines), None)
     if culprit is not None:
-        return f"{task.function}() is not defined: code cell {culprit.cell} failed ({culprit.message})"
+        return f"{task.function}() is not defined: {culprit.where} failed: {culprit.message}"
     return f"{task.function}() is not defined in the notebook (was it renamed or deleted?)"
 
 

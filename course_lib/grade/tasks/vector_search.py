@@ -34,12 +34,17 @@ def _call_topk(fn: Callable[..., Any], Q: np.ndarray, X: np.ndarray, k: int) -> 
 
 
 def _data(seed: int, n: int = 300, d: int = 16, nq: int = 7, scale: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Random queries and database; ``scale=False`` gives unit rows, so that a
+    test about another mistake does not also fail for a missing normalisation."""
     rng = np.random.default_rng(seed)
     X = rng.standard_normal((n, d)).astype(np.float32)
     Q = rng.standard_normal((nq, d)).astype(np.float32)
     if scale:  # very different norms: a dot product ranks differently from a cosine
         X *= rng.uniform(0.1, 10.0, size=(n, 1)).astype(np.float32)
         Q *= rng.uniform(0.1, 10.0, size=(nq, 1)).astype(np.float32)
+    else:
+        X /= np.linalg.norm(X, axis=1, keepdims=True)
+        Q /= np.linalg.norm(Q, axis=1, keepdims=True)
     return Q, X
 
 
@@ -76,8 +81,6 @@ def _topk_shapes(fn: Callable[..., Any]) -> None:
 @topk.test("same neighbours as exact cosine search on unit vectors", hint="cosine similarity of unit vectors is their dot product: S = Q @ X.T, then take the k largest per row")
 def _topk_unit(fn: Callable[..., Any]) -> None:
     Q, X = _data(1, scale=False)
-    Q /= np.linalg.norm(Q, axis=1, keepdims=True)
-    X /= np.linalg.norm(X, axis=1, keepdims=True)
     S, I = _call_topk(fn, Q, X, 10)
     S_ref, I_ref = _reference_topk_cosine(Q, X, 10)
     _assert_same_topk(S, I, S_ref, I_ref, Q.astype(np.float64) @ X.T.astype(np.float64))
@@ -97,7 +100,7 @@ def _topk_normalises(fn: Callable[..., Any]) -> None:
 
 @topk.test("sorted best first", hint="np.argpartition finds the k largest but does not sort them: sort those k by score, descending")
 def _topk_sorted(fn: Callable[..., Any]) -> None:
-    Q, X = _data(3)
+    Q, X = _data(3, scale=False)
     S, _ = _call_topk(fn, Q, X, 20)
     if (np.diff(S, axis=1) > 1e-6).any():
         raise TestFailure("scores in a row must be in descending order (most similar first)")
@@ -105,7 +108,7 @@ def _topk_sorted(fn: Callable[..., Any]) -> None:
 
 @topk.test("k = 1 and k = n both work", hint="off-by-one in k: argpartition(-S, k - 1) puts the k largest in the first k columns; then slice [:, :k]. k == n needs no partition at all")
 def _topk_edges(fn: Callable[..., Any]) -> None:
-    Q, X = _data(4, n=50)
+    Q, X = _data(4, n=50, scale=False)
     for k in (1, 50):
         S, I = _call_topk(fn, Q, X, k)
         S_ref, I_ref = _reference_topk_cosine(Q, X, k)
@@ -116,7 +119,7 @@ def _topk_edges(fn: Callable[..., Any]) -> None:
 
 @topk.test("ties: any tied neighbour is correct, but no id twice", hint="with duplicate vectors several ids share a score; any of them is right, but each row must list distinct ids")
 def _topk_ties(fn: Callable[..., Any]) -> None:
-    Q, X = _data(5, n=40)
+    Q, X = _data(5, n=40, scale=False)
     X = np.repeat(X, 3, axis=0)  # every vector three times: ties everywhere
     S, I = _call_topk(fn, Q, X, 7)
     for row in I:
