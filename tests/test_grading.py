@@ -209,3 +209,30 @@ def test_cli_writes_json(tmp_path):
     assert "TOTAL 3.00 / 3" in proc.stdout
     payload = json.loads(out.read_text())
     assert payload["score"] == payload["max_score"] == 3
+
+
+@pytest.mark.notebook
+def test_loop_that_ignores_interrupts_does_not_hang_the_grader(tmp_path):
+    # A loop in compiled code cannot be interrupted; ignoring SIGINT simulates it.
+    def edit(nb):
+        cell = _cell_defining(nb, "recall_at_k")
+        stuck = "import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nwhile True:\n    pass"
+        nb.cells.insert(nb.cells.index(cell), nbformat.v4.new_code_cell(stuck))
+
+    report = grade_notebook(_variant(tmp_path, "stuck", edit), cell_timeout=3)
+    assert report.seconds < 120
+    assert any("restarted" in n for n in report.notes), report.table()
+    tasks = _by_task(report)
+    assert tasks["topk_cosine"]["verdict"] == "all tests pass", report.table()  # defined before the stuck cell
+    assert tasks["recall_at_k"]["verdict"] == "all tests pass", report.table()  # defined after it
+
+
+@pytest.mark.notebook
+def test_cell_that_kills_the_kernel(tmp_path):
+    def edit(nb):
+        cell = _cell_defining(nb, "recall_at_k")
+        nb.cells.insert(nb.cells.index(cell), nbformat.v4.new_code_cell("import os\nos._exit(3)"))
+
+    report = grade_notebook(_variant(tmp_path, "dies", edit))
+    assert any("KernelDied" in p.message for p in report.cell_problems), report.table()
+    assert report.score == report.max_score, report.table()

@@ -155,9 +155,15 @@ def _cell_text_output(cell: Any) -> str:
 
 
 def _error_of(cell: Any) -> tuple[str, str] | None:
+    """The error a cell ended with: from its outputs, else from the execute reply."""
+    reply = cell.get("metadata", {}).pop("_reply", None) or {}
+    if reply.get("ename") == "CellTimeout":
+        return "CellTimeout", reply.get("evalue", "")
     for out in cell.get("outputs", []):
         if out.get("output_type") == "error":
             return out.get("ename", "Error"), out.get("evalue", "")
+    if reply.get("status") == "error":
+        return reply.get("ename", "Error"), reply.get("evalue", "")
     return None
 
 
@@ -220,6 +226,9 @@ def grade_notebook(
         resources={"metadata": {"path": str(path.resolve().parent)}},
         record_timing=False,
     )
+    # Keep each cell's execute reply: a time-out whose interrupt did not land leaves
+    # no error in the cell's outputs, only in the reply.
+    client.on_cell_executed = lambda cell, cell_index, execute_reply: cell.metadata.__setitem__("_reply", execute_reply.get("content", {}))
     results: dict[str, dict[str, Any]] = {}
     old_env = dict(os.environ)
     os.environ.clear()
@@ -244,31 +253,65 @@ def grade_notebook(
     return GradeReport(str(path), lesson, final, problems, notes, time.monotonic() - start)
 
 
+MAX_KERNEL_RESTARTS = 2
+
+
 def _execute_cells(client: Any, nb: Any, code_cells: list[Any], problems: list[CellProblem], notes: list[str], start: float, total_timeout: int) -> bool:
-    """Run the learner's cells in order; returns False if the kernel is no longer usable."""
+    """Run the learner's cells in order; returns False if the kernel is no longer usable.
+
+    A cell that kills the kernel, or loops where an interrupt cannot reach it
+    (compiled code), costs only itself: the grader restarts the kernel, runs
+    again the cells that had succeeded, and carries on after the culprit.
+    """
     from nbclient.exceptions import DeadKernelError
 
+    succeeded: list[Any] = []
+    restarts = 0
     for number, cell in enumerate(code_cells, start=1):
         if time.monotonic() - start > total_timeout:
             notes.append(f"stopped before code cell {number}: the notebook ran longer than {total_timeout} s in total")
             return True
-        index = nb.cells.index(cell)
+        problem = None
         try:
-            client.execute_cell(cell, index)
+            client.execute_cell(cell, nb.cells.index(cell))
+            err = _error_of(cell)
         except DeadKernelError:
-            problems.append(CellProblem(number, "error", "the kernel died while running this cell", _defined_names(cell.source), _first_line(cell.source)))
-            return False
-        err = _error_of(cell)
+            err = ("KernelDied", "the kernel died while running this cell (out of memory, or exit()?)")
         if err is None:
+            succeeded.append(cell)
             continue
         ename, evalue = err
         kind = "timeout" if _timed_out(err) else "error"
         if kind == "timeout":
             ename, evalue = "CellTimeout", f"ran longer than {client.timeout} s and was interrupted (an infinite loop?)"
-        problems.append(CellProblem(number, kind, f"{ename}: {evalue}".strip(": "), _defined_names(cell.source), _first_line(cell.source)))
-        if kind == "timeout" and not _responsive(client, nb):
-            notes.append(f"code cell {number} could not be interrupted; later cells were not run")
-            return False
+        problem = CellProblem(number, kind, f"{ename}: {evalue}".strip(": "), _defined_names(cell.source), _first_line(cell.source))
+        problems.append(problem)
+        stuck = ename == "KernelDied" or (kind == "timeout" and not _responsive(client, nb))
+        if stuck:
+            what = "killed the kernel" if ename == "KernelDied" else "could not be interrupted"
+            if restarts >= MAX_KERNEL_RESTARTS:
+                notes.append(f"code cell {number} {what}; later cells were not run")
+                return False
+            restarts += 1
+            notes.append(f"code cell {number} {what}: the kernel was restarted and the cells before it run again")
+            if not _restart_and_replay(client, nb, succeeded):
+                notes.append("the kernel could not be restarted; later cells were not run")
+                return False
+    return True
+
+
+def _restart_and_replay(client: Any, nb: Any, cells: list[Any]) -> bool:
+    """Restart the kernel and execute ``cells`` again (they succeeded before)."""
+    from jupyter_core.utils import run_sync
+
+    try:
+        run_sync(client.km.restart_kernel)(now=True)
+        run_sync(client.kc.wait_for_ready)(timeout=60)
+        for cell in cells:
+            client.execute_cell(cell, nb.cells.index(cell))
+            _error_of(cell)
+    except Exception:
+        return False
     return True
 
 
