@@ -89,14 +89,17 @@ def time_fn(
     return Timing(name=name or getattr(fn, "__name__", "fn"), times=tuple(times))
 
 
-def compare(timings: list[Timing], reference: str, *, items: int | dict[str, int] | None = None) -> list[dict[str, Any]]:
+def compare(
+    timings: list[Timing], reference: str, *, items: int | dict[str, int] | None = None, unit: str = "items"
+) -> list[dict[str, Any]]:
     """Rows of a comparison table: median, p99 and ``ratio`` against the reference.
 
     ``ratio`` = time per item / the reference's time per item: 1.5 means
     "1.5x the reference's time" (slower); below 1 is faster.  ``items`` is the
     number of items (e.g. queries) each call processed: one int for all, or a
     dict by timing name when some methods ran on fewer items (default 1 each).
-    With ``items``, the rows also give ``items_per_s``.
+    With ``items``, the rows also give the count and the rate, named after
+    ``unit`` (e.g. ``unit="queries"`` gives ``queries`` and ``queries_per_s``).
     """
     by_name = {t.name: t for t in timings}
     if reference not in by_name:
@@ -118,8 +121,8 @@ def compare(timings: list[Timing], reference: str, *, items: int | dict[str, int
             "ratio_vs_" + reference: round(t.median / n_of(t.name) / ref, 3),
         }
         if items is not None:
-            row["items"] = n_of(t.name)
-            row["items_per_s"] = round(n_of(t.name) / t.median, 1)
+            row[unit] = n_of(t.name)
+            row[f"{unit}_per_s"] = round(n_of(t.name) / t.median, 1)
         rows.append(row)
     return rows
 

@@ -197,7 +197,7 @@ def test_offline_env_marks_process():
 def test_compare_per_item():
     a = perf.Timing("a", (0.2, 0.2))
     b = perf.Timing("b", (0.1, 0.1))
-    rows = perf.compare([a, b], reference="a", items={"a": 200, "b": 50})
+    rows = perf.compare([a, b], reference="a", items={"a": 200, "b": 50}, unit="items")
     assert rows[1]["ratio_vs_a"] == 2.0  # b: 2 ms per item vs a: 1 ms per item
     assert rows[0]["items_per_s"] == 1000.0 and rows[1]["items"] == 50
     with pytest.raises(ValueError, match=">= 1"):
