@@ -13,10 +13,9 @@ import argparse
 import json
 import os
 import platform
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
 
-import numpy as np
 
 TARGET_RATIO = 1.5
 
@@ -71,7 +70,7 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     meta = {
-        "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": platform.machine(), "processor": platform.processor(), "cpu_count": os.cpu_count(),
         "blas": blas, "threads": 1, "target_ratio": TARGET_RATIO,
     }

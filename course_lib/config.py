@@ -16,7 +16,7 @@ import os
 import random
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -57,7 +57,7 @@ class Profile:
             raise KeyError(f"profile {self.name!r} has no size {key!r}; known: {sorted(self.extra)}")
         return default
 
-    def scaled(self, **changes: object) -> "Profile":
+    def scaled(self, **changes: object) -> Profile:
         """A copy with some fields changed (for a one-off experiment)."""
         return replace(self, **changes)  # type: ignore[arg-type]
 

@@ -14,7 +14,8 @@ import sys
 import time
 import tracemalloc
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import numpy as np
 

@@ -22,7 +22,7 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
 from typing import Any
 
@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     params = {"SIZE": args.size, "SEED": args.seed} | {k: parse_value(v) for k, v in args.param}
     out_dir = Path(args.out)
-    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    started = datetime.now(UTC).isoformat(timespec="seconds")
     runs = []
     for nb in notebooks:
         print(f"running {nb.relative_to(REPO_ROOT) if nb.is_relative_to(REPO_ROOT) else nb} ...", flush=True)

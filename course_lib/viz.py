@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import inspect
 import os
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 #: One palette for the course: ours is always blue, the reference always orange.
 COLORS: dict[str, str] = {

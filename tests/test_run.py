@@ -44,8 +44,8 @@ def test_batch_run_writes_report(tmp_path):
         "from course_lib.checks import Checks\n"
         "c = Checks('tiny'); c.equal('N was injected', N, 7); c.equal('size', SIZE, 'full'); c.done()",
     )
-    bad = _write(tmp_path / "nbs" / "bad.ipynb", "raise RuntimeError('lesson broke')")
-    net = _write(tmp_path / "nbs" / "net.ipynb", "import socket\nsocket.getaddrinfo('example.invalid', 80)")
+    _write(tmp_path / "nbs" / "bad.ipynb", "raise RuntimeError('lesson broke')")
+    _write(tmp_path / "nbs" / "net.ipynb", "import socket\nsocket.getaddrinfo('example.invalid', 80)")
     out = tmp_path / "out"
     proc = subprocess.run(
         [sys.executable, "-m", "course_lib.run", str(tmp_path / "nbs"), "--size", "full", "-p", "N", "7", "--out", str(out)],

@@ -40,7 +40,8 @@ import time
 import types
 import warnings
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 

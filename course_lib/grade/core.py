@@ -15,7 +15,8 @@ import os
 import time
 import traceback
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 #: Set by the grader: ``check()`` then only records, and the grader runs the tests itself.
 GRADING_ENV = "COURSE_GRADING"
