@@ -9,12 +9,15 @@ from course_lib.ann.kmeans import _split_empty_clusters, assign_to_centroids, km
 from course_lib.data import make_gaussian_mixture
 
 
-def test_objective_within_2_percent_of_faiss():
+def test_objective_within_2_percent_of_faiss_from_the_same_start():
+    # From a random start the objective varies by ~10% between seeds (for faiss too),
+    # so the fair comparison starts both from the same centroids.
     faiss = pytest.importorskip("faiss")
     X = make_gaussian_mixture(8000, 16, seed=0)
-    ours = kmeans(X, 64, niter=20)
+    C0 = X[np.random.default_rng(0).choice(len(X), 64, replace=False)]
+    ours = kmeans(X, 64, niter=20, init=C0)
     ref = faiss.Kmeans(16, 64, niter=20, seed=1234)
-    ref.train(X)
+    ref.train(X, init_centroids=C0)
     assert abs(ours.objective[-1] - ref.obj[-1]) / ref.obj[-1] < 0.02
     assert ours.objective[-1] <= ours.objective[0]  # Lloyd never increases the objective
 

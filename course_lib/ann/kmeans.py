@@ -92,20 +92,30 @@ def kmeans(
     *,
     niter: int = 25,
     seed: int = 1234,
-    init: str = "random",
+    init: str | np.ndarray = "random",
     max_points_per_centroid: int = 256,
 ) -> KMeansResult:
-    """Cluster ``X`` (n, d) into ``k`` centroids with Lloyd's algorithm (see the module docstring)."""
+    """Cluster ``X`` (n, d) into ``k`` centroids with Lloyd's algorithm (see the module docstring).
+
+    ``init`` is "random", "kmeans++" or a (k, d) array of starting centroids
+    (to compare with faiss from the same start: ``faiss.Kmeans.train(X, init_centroids=C0)``).
+    """
     X = as_matrix(X, "X")
     k = _check_k(k, len(X))
-    if init not in ("random", "kmeans++"):
-        raise ValueError(f"init must be 'random' or 'kmeans++', got {init!r}")
+    if isinstance(init, np.ndarray):
+        start = as_matrix(init, "init")
+        if start.shape != (k, X.shape[1]):
+            raise ValueError(f"init centroids must have shape {(k, X.shape[1])}, got {start.shape}")
+    elif init not in ("random", "kmeans++"):
+        raise ValueError(f"init must be 'random', 'kmeans++' or an array of centroids, got {init!r}")
     if isinstance(niter, bool) or not isinstance(niter, (int, np.integer)) or niter < 1:
         raise ValueError(f"niter must be a positive int, got {niter!r}")
     rng = np.random.default_rng(seed)
     if len(X) > max_points_per_centroid * k:
         X = X[np.sort(rng.choice(len(X), size=max_points_per_centroid * k, replace=False))]
-    if init == "random":
+    if isinstance(init, np.ndarray):
+        centroids = start.copy()
+    elif init == "random":
         centroids = X[rng.choice(len(X), size=k, replace=False)].copy()
     else:
         centroids = kmeanspp_init(X, k, rng)
