@@ -1,0 +1,304 @@
+"""ANN benchmark: every course index against its faiss / hnswlib reference, on the chapter's datasets.
+
+``python -m course_lib.bench ann --size small|full --out DIR [--only Flat,HNSW] [--repeats 3]``
+
+For each index family in :data:`SWEEP` whose course class exists in ``course_lib.ann``,
+and for each dataset of :func:`course_lib.ann.harness.make_datasets`, it builds ours and
+its references once per build setting, sweeps the search knob, and writes
+
+* ``DIR/ann.json``: the list of :class:`~course_lib.ann.harness.RunRecord`;
+* ``DIR/pareto_qps.png``: recall@10 against batched QPS, one panel per dataset;
+* ``DIR/pareto_bytes.png``: recall@10 against bytes per vector;
+* ``DIR/ratios.md``: course / reference ratios (at equal parameters and at matched recall).
+
+Everything runs single-threaded (see the harness).  A course class that is not there yet,
+or that rejects the build parameters below, is skipped with a printed note; its
+references still run, so the plots show where ours should land.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import inspect
+import math
+import os
+import platform
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+# --------------------------------------------------------------------------- the sweep
+# One entry per index family.  "course": the class name in course_lib.ann (module in
+# "module"); "build": a list of build settings (each is built once; a value may be a
+# function of the BenchDataset, e.g. nlist from n); "search": the search-parameter grid
+# (course names: the adapters translate them); "references": which libraries to compare
+# with; "max_n": optional profile key: the family runs on the first P.get(max_n) vectors
+# only (for indexes too slow to build on the whole database in pure Python).
+SWEEP: dict[str, dict[str, Any]] = {
+    "Flat": {
+        "course": "FlatIndex", "module": "flat",
+        "build": [{}],
+        "search": [{}],
+        "references": ["faiss"],
+    },
+    "IVF-Flat": {
+        "course": "IVFFlatIndex", "module": "ivf",
+        "build": [{"nlist": lambda ds: max(1, int(round(math.sqrt(ds.n))))}],  # ~ sqrt(n) lists of ~ sqrt(n)
+        "search": [{"nprobe": p} for p in (1, 2, 4, 8, 16, 32)],
+        "references": ["faiss"],
+    },
+    "PQ": {
+        "course": "PQIndex", "module": "pq",
+        "build": [{"m": m, "nbits": 8} for m in (4, 8, 16)],  # m must divide d (32, 64 and 384 all work)
+        "search": [{}],
+        "references": ["faiss"],
+    },
+    "LSH-code": {
+        "course": "LSHCodeIndex", "module": "lsh",
+        "build": [{"nbits": b} for b in (32, 64, 128)],
+        "search": [{}],
+        "references": ["faiss"],
+    },
+    "LSH-table": {
+        "course": "LSHTableIndex", "module": "lsh",
+        "build": [{"K": 12, "L": 8}],
+        "search": [{"n_probes": p} for p in (1, 4, 16)],
+        "references": [],  # faiss has no bucketed LSH: compared with brute force only
+    },
+    "HNSW": {
+        "course": "HNSWIndex", "module": "hnsw",
+        "build": [{"M": 16, "ef_construction": 40}],
+        "search": [{"ef": e} for e in (16, 32, 64, 128)],
+        "references": ["faiss", "hnswlib"],
+        "max_n": "hnsw_n",
+    },
+}
+
+
+# --------------------------------------------------------------------------- references
+def _faiss_metric(metric: str) -> int:
+    import faiss
+
+    return faiss.METRIC_L2 if metric == "l2" else faiss.METRIC_INNER_PRODUCT
+
+
+def faiss_flat(xb: np.ndarray, build: dict[str, Any], metric: str) -> Any:
+    import faiss
+
+    index = faiss.IndexFlatL2(xb.shape[1]) if metric == "l2" else faiss.IndexFlatIP(xb.shape[1])
+    index.add(xb)
+    return index
+
+
+def faiss_ivf_flat(xb: np.ndarray, build: dict[str, Any], metric: str) -> Any:
+    import faiss
+
+    d = xb.shape[1]
+    quantizer = faiss.IndexFlatL2(d) if metric == "l2" else faiss.IndexFlatIP(d)
+    index = faiss.IndexIVFFlat(quantizer, d, int(build["nlist"]), _faiss_metric(metric))
+    index.train(xb)
+    index.add(xb)
+    return index
+
+
+def faiss_pq(xb: np.ndarray, build: dict[str, Any], metric: str) -> Any:
+    import faiss
+
+    index = faiss.IndexPQ(xb.shape[1], int(build["m"]), int(build.get("nbits", 8)), _faiss_metric(metric))
+    index.train(xb)
+    index.add(xb)
+    return index
+
+
+def faiss_lsh(xb: np.ndarray, build: dict[str, Any], metric: str) -> Any:
+    import faiss
+
+    index = faiss.IndexLSH(xb.shape[1], int(build["nbits"]), bool(build.get("rotate_data", True)),
+                           bool(build.get("train_thresholds", False)))
+    index.train(xb)
+    index.add(xb)
+    return index
+
+
+def faiss_hnsw(xb: np.ndarray, build: dict[str, Any], metric: str) -> Any:
+    import faiss
+
+    index = faiss.IndexHNSWFlat(xb.shape[1], int(build.get("M", 32)), _faiss_metric(metric))
+    index.hnsw.efConstruction = int(build.get("ef_construction", 40))
+    if hasattr(index.hnsw, "prune_headroom"):
+        index.hnsw.prune_headroom = 0.0  # faiss >= 1.15 prunes to 80 %; 0 is the paper's rule
+    index.add(xb)
+    return index
+
+
+def hnswlib_hnsw(xb: np.ndarray, build: dict[str, Any], metric: str) -> Any:
+    import hnswlib
+
+    index = hnswlib.Index(space="l2" if metric == "l2" else "ip", dim=xb.shape[1])
+    index.init_index(max_elements=len(xb), M=int(build.get("M", 16)),
+                     ef_construction=int(build.get("ef_construction", 200)), random_seed=0)
+    index.add_items(xb, num_threads=1)
+    return index
+
+
+#: (index family, library) -> builder(xb, build params, metric) of the filled reference index.
+REFERENCES: dict[tuple[str, str], Callable[[np.ndarray, dict[str, Any], str], Any]] = {
+    ("Flat", "faiss"): faiss_flat,
+    ("IVF-Flat", "faiss"): faiss_ivf_flat,
+    ("PQ", "faiss"): faiss_pq,
+    ("LSH-code", "faiss"): faiss_lsh,
+    ("HNSW", "faiss"): faiss_hnsw,
+    ("HNSW", "hnswlib"): hnswlib_hnsw,
+}
+
+
+# --------------------------------------------------------------------------- discovery
+def find_course_class(name: str, module: str) -> type | None:
+    """The class ``name`` from ``course_lib.ann`` or ``course_lib.ann.<module>``, or None if absent."""
+    ann = importlib.import_module("course_lib.ann")
+    if hasattr(ann, name):
+        return getattr(ann, name)
+    try:
+        mod = importlib.import_module(f"course_lib.ann.{module}")
+    except ImportError:
+        return None
+    return getattr(mod, name, None)
+
+
+def resolve(build: dict[str, Any], dataset: Any) -> dict[str, Any]:
+    """Build parameters with dataset-dependent values (functions of the dataset) evaluated."""
+    return {k: (v(dataset) if callable(v) else v) for k, v in build.items()}
+
+
+def course_builder(cls: type, build: dict[str, Any], metric: str) -> Callable[[np.ndarray], Any]:
+    """``build_fn(xb)`` for a course class: construct, train when needed, add."""
+
+    def build_fn(xb: np.ndarray) -> Any:
+        kwargs = dict(build)
+        if "metric" in inspect.signature(cls).parameters:
+            kwargs["metric"] = metric
+        elif metric != "l2":
+            raise ValueError(f"{cls.__name__} supports only l2")
+        index = cls(xb.shape[1], **kwargs)
+        if not index.is_trained:
+            index.train(xb)
+        return index.add(xb)
+
+    return build_fn
+
+
+def reference_builder(
+    make: Callable[..., Any], build: dict[str, Any], metric: str, lib: str
+) -> Callable[[np.ndarray], Any]:
+    """``build_fn(xb)`` for a reference: build the library index and wrap it in its adapter."""
+    from .ann import harness as H
+
+    adapter = H.HnswlibAdapter if lib == "hnswlib" else H.FaissAdapter
+    return lambda xb: adapter(make(xb, build, metric))
+
+
+# --------------------------------------------------------------------------- the run
+def run_ann(size: str = "small", *, seed: int = 0, only: list[str] | None = None, repeats: int = 3,
+            sweep: dict[str, dict[str, Any]] | None = None, datasets: list[Any] | None = None,
+            log: Callable[[str], None] = print) -> list[Any]:
+    """Run the sweep and return every RunRecord (see the module docstring)."""
+    from . import config
+    from .ann import harness as H
+
+    sweep = SWEEP if sweep is None else sweep
+    unknown = set(only or []) - set(sweep)
+    if unknown:
+        raise ValueError(f"unknown index families {sorted(unknown)}; the sweep has {sorted(sweep)}")
+    P = config.profile(size)
+    datasets = H.make_datasets(size, seed) if datasets is None else datasets
+    records: list[Any] = []
+    for family, spec in sweep.items():
+        if only and family not in only:
+            continue
+        cls = find_course_class(spec["course"], spec.get("module", ""))
+        if cls is None:
+            log(f"note: course_lib.ann has no {spec['course']} yet: {family} runs its references only")
+        for full_ds in datasets:
+            ds = full_ds.head(min(full_ds.n, P.get(spec["max_n"]))) if spec.get("max_n") else full_ds
+            for build in spec["build"]:
+                build = resolve(build, ds)
+                runs: list[tuple[str, Callable[[np.ndarray], Any]]] = []
+                if cls is not None:
+                    runs.append(("course", course_builder(cls, build, ds.metric)))
+                for lib in spec.get("references", []):
+                    make = REFERENCES.get((family, lib))
+                    if make is None:
+                        log(f"note: no {lib} reference builder for {family}")
+                        continue
+                    runs.append((lib, reference_builder(make, build, ds.metric, lib)))
+                for impl, build_fn in runs:
+                    start = time.perf_counter()
+                    try:
+                        new = H.evaluate(family, build_fn, ds, spec["search"], impl,
+                                         build_params=build, repeats=repeats)
+                    except Exception as err:  # noqa: BLE001 - one broken index must not lose the whole benchmark
+                        log(f"note: skipped {impl} {family} {build} on {ds.name}: {type(err).__name__}: {err}")
+                        continue
+                    records += new
+                    best = max(new, key=lambda r: r.recall_at_10)
+                    seconds = time.perf_counter() - start
+                    log(f"{ds.name:>24} {impl:>8} {family:<9} {build} {len(new)} settings in {seconds:5.1f} s,"
+                        f" best recall@10 {best.recall_at_10:.3f} at {best.qps_batch:,.0f} QPS")
+    return records
+
+
+def write_outputs(records: list[Any], out: Path, size: str) -> None:
+    """ann.json, pareto_qps.png, pareto_bytes.png and ratios.md in ``out``."""
+    import matplotlib.pyplot as plt
+
+    from . import viz
+    from .ann import harness as H
+
+    out.mkdir(parents=True, exist_ok=True)
+    H.save_records(records, out / "ann.json")
+    names = list(dict.fromkeys(r.dataset for r in records))
+    plots = (("qps_batch", "pareto_qps.png", H.plot_pareto),
+             ("bytes_per_vector", "pareto_bytes.png", H.plot_recall_vs_bytes))
+    for x, filename, plot in plots:
+        panels = max(1, len(names))
+        fig, axes = viz.figure(f"ANN benchmark ({size}): recall@10 vs {x}, 1 thread", H.LABELS[x],
+                               H.LABELS["recall_at_10"], ncols=panels, figsize=(7.5 * panels, 4.8))
+        for ax, name in zip(axes if isinstance(axes, list) else [axes], names):
+            plot(records, dataset=name, ax=ax, title=name)
+        fig.tight_layout()
+        fig.savefig(out / filename, dpi=110)
+        plt.close(fig)
+    head = (f"# ANN benchmark, size {size}\n\n{datetime.now(UTC).isoformat(timespec='seconds')}, {platform.machine()}, "
+            f"{os.cpu_count()} CPUs, 1 thread per side. Ratios are course / reference: above 1 means ours is "
+            "faster (QPS) or bigger/slower (build, bytes).\n\n")
+    (out / "ratios.md").write_text(head + H.ratio_table(records))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m course_lib.bench", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    ann = sub.add_parser("ann", help="every course ANN index against faiss / hnswlib")
+    ann.add_argument("--size", default="small", choices=["small", "full"])
+    ann.add_argument("--out", default="runs/bench")
+    ann.add_argument("--seed", type=int, default=0)
+    ann.add_argument("--repeats", type=int, default=3, help="timed repeats per measurement (best kept)")
+    ann.add_argument("--only", default="", help=f"comma-separated index families among {', '.join(SWEEP)}")
+    args = parser.parse_args(argv)
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no window, whatever the environment
+    only = [s.strip() for s in args.only.split(",") if s.strip()] or None
+    start = time.perf_counter()
+    records = run_ann(args.size, seed=args.seed, only=only, repeats=args.repeats)
+    write_outputs(records, Path(args.out), args.size)
+    print(f"{len(records)} records in {time.perf_counter() - start:.0f} s: wrote {args.out}/ann.json, "
+          "pareto_qps.png, pareto_bytes.png, ratios.md")
+
+
+if __name__ == "__main__":
+    main()
