@@ -85,7 +85,7 @@ PROFILES: dict[str, Profile] = {
         n_corpus=6_000,  # the frozen corpus holds ~6.3k documents (datasets/cpython_docs/CARD.md)
         dims=(2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048),
         repeats=7,
-        extra={"ann_n": 200_000, "ann_d": 64, "hnsw_n": 100_000, "vamana_n": 100_000},
+        extra={"ann_n": 200_000, "ann_d": 64, "hnsw_n": 100_000, "vamana_n": 20_000},
     ),
 }
 

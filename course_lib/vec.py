@@ -88,6 +88,9 @@ def topk_smallest(D: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     if D.ndim != 2:
         raise ValueError(f"D must be 2-D (n_queries, n), got shape {D.shape}")
     k = check_k(k, D.shape[1], what="the number of columns")
+    if k == 1:  # nearest only (k-means assignment): argmin returns the first, i.e. smallest, tied id
+        ids = D.argmin(axis=1)[:, None]
+        return np.take_along_axis(D, ids, axis=1), ids.astype(np.int64)
     stride = D.shape[1] // (k * 256)
     if stride >= 2:
         return threshold_topk(D, k, stride)

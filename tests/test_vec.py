@@ -162,3 +162,12 @@ def test_threshold_topk_validates(rng):
         vec.threshold_topk(D, 10, 0)
     vals, ids = vec.threshold_topk(D, 10, 10)  # stride = n // k keeps exactly k sample columns: still exact
     np.testing.assert_array_equal(ids, np.argsort(D, axis=1)[:, :10])
+
+
+def test_k1_takes_the_smallest_tied_id(rng):
+    D = np.array([[3.0, 1.0, 1.0, 2.0]], np.float32)
+    vals, ids = vec.topk_smallest(D, 1)
+    assert ids.tolist() == [[1]] and vals.tolist() == [[1.0]] and ids.dtype == np.int64
+    X = rng.standard_normal((300, 5)).astype(np.float32)
+    Q = rng.standard_normal((20, 5)).astype(np.float32)
+    np.testing.assert_array_equal(vec.exact_knn(Q, X, 1)[1], vec.exact_knn(Q, X, 3)[1][:, :1])
