@@ -126,7 +126,7 @@ def kmeans(
         objective.append(float(D.sum(dtype=np.float64)))
         counts = np.bincount(assign, minlength=k)
         sums = np.zeros((k, X.shape[1]), dtype=np.float64)
-        np.add.at(sums, assign, X)
+        np.add.at(sums, assign, X.astype(np.float64))  # same dtype on both sides: numpy's fast path
         nonempty = counts > 0
         centroids[nonempty] = (sums[nonempty] / counts[nonempty, None]).astype(np.float32)
         _split_empty_clusters(centroids, counts, rng)
