@@ -270,3 +270,17 @@ def test_graded_hints_catch_mistakes(mistake, failing):
     result = run_task(task, mistake)
     failed = [t.name for t in result.tests if t.status != "pass"]
     assert any(failing in name for name in failed), failed
+
+
+def test_table_search_with_no_candidate_at_all():
+    # One query whose buckets are all empty: every id is -1, and nothing crashes.
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((50, 16)).astype(np.float32)
+    index = LSHTableIndex(16, K=24, L=2, seed=0)
+    index.train(X)
+    index.add(X)
+    Q = rng.standard_normal((20, 16)).astype(np.float32)
+    lonely = [q for q in Q if len(index.candidates(q[None])[1]) == 0]
+    assert lonely, "with 2^24 buckets per table some random query must find none occupied"
+    D, I = index.search(lonely[0][None], 5)
+    assert (I == -1).all() and np.isinf(D).all()

@@ -430,7 +430,9 @@ class LSHTableIndex(Index):
         ids = self.order.ravel()[positions]
         query = np.repeat(np.arange(nq), lengths.reshape(nq, -1).sum(axis=1))
         pair = np.sort(query * n + ids)  # sorted by query, then id
-        pair = pair[np.r_[True, pair[1:] != pair[:-1]]]  # the same id from several tables counts once
+        first = np.ones(len(pair), dtype=bool)  # the same id from several tables counts once
+        first[1:] = pair[1:] != pair[:-1]  # (written so that no candidate at all is fine too)
+        pair = pair[first]
         return pair // n, pair % n
 
     def _search(self, Q: np.ndarray, k: int, **params: Any) -> tuple[np.ndarray, np.ndarray]:
