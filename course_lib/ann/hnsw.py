@@ -25,7 +25,10 @@ matrix-vector product per expanded node, using augmented vectors
 ``||x - q||^2``; the visited set is an epoch-tagged array (no clearing between
 searches); heaps are Python ``heapq`` lists of plain floats and ints
 (``.tolist()`` before every Python loop).  Distances are computed in float64
-so that a compiled backend could reproduce every decision exactly.
+so that a compiled backend can reproduce every decision exactly.
+
+``backend="numba"`` runs the same algorithms compiled (:mod:`.hnsw_numba`),
+on the same arrays, and builds the same graph and returns the same results.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ import numpy as np
 
 from .base import Index, search_params
 
-BACKENDS = ("numpy",)
+BACKENDS = ("numpy", "numba")
 
 
 # --------------------------------------------------------------------------- neighbour selection
@@ -101,6 +104,18 @@ def select_neighbors_heuristic(
     return ids[kept]
 
 
+def _numba_kernels() -> Any:
+    """The compiled kernels of ``backend="numba"`` (imported on first use: numba is optional)."""
+    try:
+        from . import hnsw_numba
+    except ImportError as exc:  # numba missing or broken
+        raise ImportError(
+            f"HNSWIndex(backend='numba') needs the numba package ({exc}); "
+            "install it (pip install numba) or use backend='numpy'"
+        ) from exc
+    return hnsw_numba
+
+
 # --------------------------------------------------------------------------- the index
 class HNSWIndex(Index):
     """Hierarchical Navigable Small World graph (faiss ``IndexHNSWFlat``, hnswlib ``Index``).
@@ -114,7 +129,8 @@ class HNSWIndex(Index):
     metric : "l2" (squared distances) or "ip" (inner product, distance = -q.x).
     seed : seed of the level generator (levels are drawn in insertion order).
     heuristic : Algorithm 4 (True, as hnswlib and faiss) or the M closest (False).
-    backend : "numpy" (the only one so far; the argument is there for a compiled backend).
+    backend : "numpy" (readable Python/numpy) or "numba" (the same algorithms compiled,
+        :mod:`.hnsw_numba`; same graph and same results for the same seed).
 
     Search parameters: ``ef`` (beam width on layer 0, default 10; ef = max(ef, k)).
     Statistics: ``stats.ndis`` counts the distances of the last search,
@@ -138,6 +154,8 @@ class HNSWIndex(Index):
             raise ValueError(f"ef_construction must be a positive int, got {ef_construction!r}")
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}: expected one of {BACKENDS}")
+        self._kernels = _numba_kernels() if backend == "numba" else None
+        self._graph: tuple[np.ndarray, ...] | None = None  # the compiled backend's flat graph, see _flat_graph
         self.M = int(M)
         self.M0 = 2 * self.M  # Mmax0: layer 0 is the one every search ends on, so it gets more links
         self.mL = 1.0 / math.log(self.M)  # level multiplier: P(level >= l) = M**-l
@@ -369,8 +387,49 @@ class HNSWIndex(Index):
         extra = np.sum(X64**2, axis=1, keepdims=True) if self.metric == "l2" else np.zeros((len(X), 1))
         self._aug = np.vstack([self._aug, np.hstack([X64, extra, np.ones((len(X), 1))])])
         self._n = start + len(X)
+        if self._kernels is not None:
+            self._add_compiled(start)
+            return
         for node in range(start, self._n):
             self.insert(node)
+
+    # ------------------------------------------------------------------ compiled backend
+    def _flat_graph(self) -> tuple[np.ndarray, ...]:
+        """(links0, deg0, up_links, up_deg, up_off): the graph as the compiled kernels read it.
+
+        Node v's upper lists become rows ``up_off[v] .. up_off[v+1]-1`` of one
+        int32 matrix, and ``links_upper[v]`` is re-pointed to a view of them.
+        Built after every ``add`` and on the first search after ``load``; the
+        Python methods (``insert``, ``set_neighbours``) do not update it.
+        """
+        n = self._n
+        up_off = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(self.levels[:n], out=up_off[1:])
+        blocks = self.links_upper[:n]
+        up_links = np.ascontiguousarray(np.vstack(blocks) if n else np.zeros((0, self.M)), dtype=np.int32)
+        up_deg = np.array([g for degs in self.deg_upper[:n] for g in degs], dtype=np.int32)
+        self.links_upper = [up_links[up_off[v] : up_off[v + 1]] for v in range(n)]
+        self._graph = (self.links0, self.deg0, up_links, up_deg, up_off)
+        return self._graph
+
+    def _add_compiled(self, start: int) -> None:
+        """Insert nodes start .. n-1 with the compiled INSERT loop (levels drawn here, in order)."""
+        for node in range(start, self._n):  # the same draws, in the same order, as insert()
+            level = self.random_level()
+            self.levels[node] = level
+            self.links_upper.append(np.full((level, self.M), -1, dtype=np.int32))
+            self.deg_upper.append([0] * level)
+        graph = self._flat_graph()
+        epoch = np.array([self._epoch], dtype=np.int64)
+        q_aug = self._kernels.augment(self.xb[: self._n], self.metric == "l2")  # every node, as a query
+        ep, max_level, ndis = self._kernels.build(
+            self._aug, q_aug, self.levels, start, self._n, self.entry_point, self.max_level,
+            self.M, self.M0, self.ef_construction, self.heuristic, graph, self._visited, epoch)
+        self._epoch = int(epoch[0])
+        self.entry_point, self.max_level = int(ep), int(max_level)
+        self.build_ndis += int(ndis)
+        up_deg, up_off = graph[3], graph[4]
+        self.deg_upper = [up_deg[up_off[v] : up_off[v + 1]].tolist() for v in range(self._n)]
 
     # ------------------------------------------------------------------ search
     def knn_search(self, q: np.ndarray, k: int, ef: int) -> tuple[list[float], list[int]]:
@@ -390,6 +449,15 @@ class HNSWIndex(Index):
         if isinstance(ef, bool) or not isinstance(ef, (int, np.integer)) or ef < 1:
             raise ValueError(f"ef must be a positive int, got {ef!r}")
         k_eff = min(k, self._n)
+        if self._kernels is not None:
+            epoch = np.array([self._epoch], dtype=np.int64)
+            D64, I, ndis = self._kernels.search_batch(
+                self._aug, Q, self.metric == "l2", k_eff, int(ef), self.entry_point, self.max_level,
+                self._graph if self._graph is not None else self._flat_graph(), self._visited, epoch)
+            self._epoch = int(epoch[0])
+            self.count(ndis)
+            D = D64.astype(np.float32)
+            return (-D, I) if self.metric == "ip" else (np.maximum(D, 0.0), I)
         D = np.full((len(Q), k_eff), np.inf, dtype=np.float32)
         I = np.full((len(Q), k_eff), -1, dtype=np.int64)
         for row, q in enumerate(Q):
