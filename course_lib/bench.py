@@ -70,6 +70,20 @@ SWEEP: dict[str, dict[str, Any]] = {
         "search": [{"n_probes": p} for p in (1, 4, 16)],
         "references": [],  # faiss has no bucketed LSH: compared with brute force only
     },
+    "IVF-PQ": {
+        "course": "IVFPQIndex", "module": "ivfpq",
+        # nlist ~ sqrt(n), capped so each list has >= 39 training points for k-means (faiss's minimum)
+        "build": [{"nlist": lambda ds: max(1, min(int(round(math.sqrt(ds.n))), ds.n // 39)), "m": 8, "nbits": 8}],
+        "search": [{"nprobe": p} for p in (1, 4, 16, 64)],
+        "references": ["faiss"],
+    },
+    "Vamana": {
+        "course": "VamanaIndex", "module": "vamana",
+        "build": [{"R": 32, "L": 64, "alpha": 1.2}],
+        "search": [{"L": L} for L in (16, 32, 64)],
+        "references": [],  # lesson 07 compares it with faiss HNSW; here it is measured against brute force
+        "max_n": "vamana_n",
+    },
     "HNSW": {
         "course": "HNSWIndex", "module": "hnsw",
         "build": [{"M": 16, "ef_construction": 40}],
@@ -101,6 +115,17 @@ def faiss_ivf_flat(xb: np.ndarray, build: dict[str, Any], metric: str) -> Any:
     d = xb.shape[1]
     quantizer = faiss.IndexFlatL2(d) if metric == "l2" else faiss.IndexFlatIP(d)
     index = faiss.IndexIVFFlat(quantizer, d, int(build["nlist"]), _faiss_metric(metric))
+    index.train(xb)
+    index.add(xb)
+    return index
+
+
+def faiss_ivfpq(xb: np.ndarray, build: dict[str, Any], metric: str) -> Any:
+    import faiss
+
+    d = xb.shape[1]
+    quantizer = faiss.IndexFlatL2(d) if metric == "l2" else faiss.IndexFlatIP(d)
+    index = faiss.IndexIVFPQ(quantizer, d, int(build["nlist"]), int(build["m"]), int(build.get("nbits", 8)), _faiss_metric(metric))
     index.train(xb)
     index.add(xb)
     return index
@@ -151,6 +176,7 @@ REFERENCES: dict[tuple[str, str], Callable[[np.ndarray, dict[str, Any], str], An
     ("Flat", "faiss"): faiss_flat,
     ("IVF-Flat", "faiss"): faiss_ivf_flat,
     ("PQ", "faiss"): faiss_pq,
+    ("IVF-PQ", "faiss"): faiss_ivfpq,
     ("LSH-code", "faiss"): faiss_lsh,
     ("HNSW", "faiss"): faiss_hnsw,
     ("HNSW", "hnswlib"): hnswlib_hnsw,
