@@ -69,7 +69,7 @@ class Checks:
     def close(self, name: str, value: float, expected: float, *, atol: float = 0.0, rtol: float = 0.0) -> bool:
         """|value - expected| <= atol + rtol * |expected|."""
         ok = math.isfinite(float(value)) and abs(float(value) - float(expected)) <= atol + rtol * abs(float(expected))
-        tol = " ± ".join(filter(None, [f"{atol:g}" if atol else "", f"{rtol:.0%}" if rtol else ""])) or "0"
+        tol = " + ".join(filter(None, [f"{atol:g}" if atol else "", f"{rtol:.0%}" if rtol else ""]))
         return self._add(name, value, f"{_plain(expected)} ± {tol}" if atol or rtol else f"== {_plain(expected)}", ok)
 
     def at_most(self, name: str, value: float, bound: float) -> bool:

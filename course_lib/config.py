@@ -152,7 +152,8 @@ def single_thread(n_threads: int = 1) -> Iterator[None]:
 
 
 def set_offline() -> None:
-    """Tell Hugging Face libraries never to reach the network (idempotent)."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    """Tell Hugging Face libraries never to reach the network, in this process (idempotent)."""
+    from .offline import HF_OFFLINE_VARS
+
+    for name, value in HF_OFFLINE_VARS.items():
+        os.environ.setdefault(name, value)

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 OFFLINE_ENV = "COURSE_OFFLINE"
+#: Variables that keep Hugging Face libraries (transformers, sentence-transformers) off the network.
+HF_OFFLINE_VARS: dict[str, str] = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 _SITE_DIR = Path(__file__).resolve().parent / "_offline_site"
 _LOCAL_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback", ""}
 
@@ -91,9 +93,7 @@ def offline_env(env: dict[str, str] | None = None) -> dict[str, str]:
     """A copy of ``env`` (default: ``os.environ``) that starts Python processes offline."""
     env = dict(os.environ if env is None else env)
     env[OFFLINE_ENV] = "1"
-    env["HF_HUB_OFFLINE"] = "1"
-    env["TRANSFORMERS_OFFLINE"] = "1"
-    env["HF_DATASETS_OFFLINE"] = "1"
+    env.update(HF_OFFLINE_VARS)
     paths = [str(_SITE_DIR)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
     return env

@@ -218,7 +218,9 @@ class GroundTruth:
 def ground_truth(Q: np.ndarray, X: np.ndarray, k: int = 100, metric: Metric = "l2") -> GroundTruth:
     """Exact top-``min(k, n)`` neighbours, kept once and reused to score every index."""
     X = as_matrix(X, "X")
-    D, I = exact_knn(Q, X, min(k, X.shape[0]) if isinstance(k, (int, np.integer)) and k > 0 else k, metric)
+    if isinstance(k, (int, np.integer)) and not isinstance(k, bool):
+        k = min(int(k), X.shape[0])  # never more neighbours than the database holds
+    D, I = exact_knn(Q, X, k, metric)  # exact_knn rejects a non-positive or non-int k
     return GroundTruth(D=D, I=I, metric=metric)
 
 

@@ -65,7 +65,10 @@ def figure(title: str, xlabel: str, ylabel: str, *, ncols: int = 1, figsize: tup
     for ax in axes[0]:
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
-    fig.suptitle(title) if ncols > 1 else axes[0, 0].set_title(title)
+    if ncols > 1:
+        fig.suptitle(title)
+    else:
+        axes[0, 0].set_title(title)
     return (fig, axes[0, 0]) if ncols == 1 else (fig, list(axes[0]))
 
 
