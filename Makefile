@@ -60,7 +60,7 @@ grade: $(STAMP) ## grade a learner notebook: make grade NB=exercises/02_vector_s
 	$(PY) -m course_lib.grade "$(NB)" --json runs/grades/$(basename $(notdir $(NB))).json
 
 bench: $(STAMP) ## speed/memory benchmarks against the references (JSON in runs/bench)
-	$(PY) -m bench.exact_knn --out runs/bench
+	$(PY) -m course_lib.bench exact --out runs/bench
 	$(PY) -m course_lib.bench ann --size $(SIZE) --out runs/bench
 
 data: $(STAMP) ## rebuild the frozen corpus, its MiniLM embeddings and checksums

@@ -1,6 +1,11 @@
-"""ANN benchmark: every course index against its faiss / hnswlib reference, on the chapter's datasets.
+"""Benchmarks (``make bench``): course code against the references, measured side by side, single-threaded.
 
-``python -m course_lib.bench ann --size small|full --out DIR [--only Flat,HNSW] [--repeats 3]``
+``python -m course_lib.bench exact [--out DIR] [--sizes 20000,100000] [--d 64,128]``: exact top-k
+(``course_lib.vec.exact_knn``) against faiss ``IndexFlatL2``/``IndexFlatIP`` and scikit-learn brute
+force; writes ``DIR/exact_knn.json`` with the machine description.
+
+``python -m course_lib.bench ann --size small|full --out DIR [--only Flat,HNSW] [--repeats 3]``: every
+course ANN index against its faiss / hnswlib reference, on the chapter's datasets.
 
 For each index family in :data:`SWEEP` whose course class exists in ``course_lib.ann``,
 and for each dataset of :func:`course_lib.ann.harness.make_datasets`, it builds ours and
@@ -21,6 +26,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import inspect
+import json
 import math
 import os
 import platform
@@ -228,6 +234,67 @@ def reference_builder(
     return lambda xb: adapter(make(xb, build, metric))
 
 
+# --------------------------------------------------------------------------- exact search
+EXACT_TARGET_RATIO = 1.5
+
+
+def run_exact(sizes: list[int], dims: list[int], n_queries: int, k: int, repeats: int) -> tuple[list[dict], list[str]]:
+    """Exact top-k: course_lib.vec.exact_knn against faiss IndexFlatL2/IP and sklearn brute force.
+
+    Single thread on every side, the same batch of queries, median of repeats.
+    The course's target: ours within EXACT_TARGET_RATIO of faiss flat search.
+    """
+    import faiss
+    from sklearn.neighbors import NearestNeighbors
+    from threadpoolctl import threadpool_info
+
+    from . import config, data, perf, vec
+
+    rows = []
+    with config.single_thread():
+        blas = [f"{p['internal_api']} {p.get('version')} ({p.get('architecture')})" for p in threadpool_info() if p["user_api"] == "blas"]
+        for n in sizes:
+            for d in dims:
+                X = data.make_gaussian_mixture(n + n_queries, d, intrinsic_dim=min(d, 16), seed=0)
+                X_db, X_q = data.split_queries(X, n_queries, seed=0)
+                for metric, index in (("l2", faiss.IndexFlatL2(d)), ("ip", faiss.IndexFlatIP(d))):
+                    index.add(X_db)
+                    t = [
+                        perf.time_fn(vec.exact_knn, X_q, X_db, k, metric, name="ours", repeats=repeats),
+                        perf.time_fn(index.search, X_q, k, name="faiss", repeats=repeats),
+                    ]
+                    if metric == "l2":
+                        sk = NearestNeighbors(n_neighbors=k, algorithm="brute").fit(X_db)
+                        t.append(perf.time_fn(sk.kneighbors, X_q, name="sklearn", repeats=repeats))
+                    by = {x.name: x.median for x in t}
+                    mem = perf.traced_peak_memory(vec.exact_knn, X_q, X_db, k, metric)
+                    rows.append({
+                        "n": n, "d": d, "metric": metric, "n_queries": n_queries, "k": k,
+                        "ours_ms": round(by["ours"] * 1e3, 2), "faiss_ms": round(by["faiss"] * 1e3, 2),
+                        "sklearn_ms": round(by["sklearn"] * 1e3, 2) if "sklearn" in by else None,
+                        "ratio_ours_vs_faiss": round(by["ours"] / by["faiss"], 3),
+                        "ours_peak_temp_mb": round(mem.peak_mb, 1),
+                        "meets_target": by["ours"] / by["faiss"] <= EXACT_TARGET_RATIO,
+                    })
+                    print(json.dumps(rows[-1]), flush=True)
+    return rows, blas
+
+
+def write_exact(rows: list[dict], blas: list[str], out: Path) -> None:
+    """exact_knn.json (with the machine description) and a printed table."""
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": platform.machine(), "processor": platform.processor(), "cpu_count": os.cpu_count(),
+        "blas": blas, "threads": 1, "target_ratio": EXACT_TARGET_RATIO,
+    }
+    (out / "exact_knn.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+    print(f"\n{'n':>8} {'d':>4} {'metric':>6} {'ours ms':>9} {'faiss ms':>9} {'sklearn ms':>10} {'ours/faiss':>10}")
+    for r in rows:
+        print(f"{r['n']:>8} {r['d']:>4} {r['metric']:>6} {r['ours_ms']:>9} {r['faiss_ms']:>9} {str(r['sklearn_ms']):>10} {r['ratio_ours_vs_faiss']:>10}")
+    print(f"wrote {out / 'exact_knn.json'}")
+
+
 # --------------------------------------------------------------------------- the run
 def run_ann(size: str = "small", *, seed: int = 0, only: list[str] | None = None, repeats: int = 3,
             sweep: dict[str, dict[str, Any]] | None = None, datasets: list[Any] | None = None,
@@ -314,7 +381,19 @@ def main(argv: list[str] | None = None) -> None:
     ann.add_argument("--seed", type=int, default=0)
     ann.add_argument("--repeats", type=int, default=3, help="timed repeats per measurement (best kept)")
     ann.add_argument("--only", default="", help=f"comma-separated index families among {', '.join(SWEEP)}")
+    exact = sub.add_parser("exact", help="exact top-k (course_lib.vec.exact_knn) against faiss flat and sklearn brute force")
+    exact.add_argument("--out", default="runs/bench")
+    exact.add_argument("--sizes", default="20000,100000", help="database sizes, comma-separated")
+    exact.add_argument("--d", default="64,128", help="dimensions, comma-separated")
+    exact.add_argument("--queries", type=int, default=1000)
+    exact.add_argument("--k", type=int, default=10)
+    exact.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
+    if args.command == "exact":
+        rows, blas = run_exact([int(s) for s in args.sizes.split(",")], [int(s) for s in args.d.split(",")],
+                               args.queries, args.k, args.repeats)
+        write_exact(rows, blas, Path(args.out))
+        return
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no window, whatever the environment

@@ -1,1 +1,0 @@
-"""Speed and memory benchmarks (``make bench``): ratios against references measured side by side."""
