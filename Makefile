@@ -35,6 +35,7 @@ $(STAMP): pyproject.toml requirements.lock
 	$(PY) -m pip install --quiet $(PIP_TORCH_ARGS) torch==2.13.0
 	$(PY) -m pip install --quiet -r requirements.lock
 	$(PY) -m pip install --quiet --no-deps -e .
+	$(PY) -m course_lib.warmup
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (ML systems course)" >/dev/null
 	touch $(STAMP)
 
