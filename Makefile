@@ -65,7 +65,7 @@ bench: $(STAMP) ## speed/memory benchmarks against the references (JSON in runs/
 	$(PY) -m course_lib.bench ann --size $(SIZE) --out runs/bench
 
 data: $(STAMP) ## rebuild the frozen corpus, its MiniLM embeddings and checksums
-	$(PY) -m course_lib.data.corpus all
+	$(PY) -m course_lib.data all
 
 lock: $(STAMP) ## re-freeze requirements.lock from the current environment
 	$(PY) -m pip freeze --exclude-editable | grep -v '^course' | sed 's/^torch==\(.*\)+cpu$$/torch==\1/' > requirements.lock.new

@@ -1,4 +1,5 @@
-"""Datasets: seeded synthetic vectors, the frozen CPython corpus and its embeddings, ANN file formats.
+"""Datasets: seeded synthetic vectors, the frozen CPython corpus and its embeddings, the chapter 04
+relevance benchmark built from it, ANN file formats.
 
 One dataset API for the whole course; nothing here downloads anything.
 """
@@ -15,10 +16,15 @@ from .formats import (
     write_fvecs,
     write_ivecs,
 )
+from .retrieval_bench import BENCH_DIR, RetrievalBenchmark, build_retrieval_benchmark, load_retrieval_benchmark
 from .synthetic import intrinsic_dimension, make_anisotropic, make_gaussian_mixture, make_uniform, split_queries
 
 __all__ = [
+    "BENCH_DIR",
     "CORPUS_DIR",
+    "RetrievalBenchmark",
+    "build_retrieval_benchmark",
+    "load_retrieval_benchmark",
     "AnnBenchmarksDataset",
     "intrinsic_dimension",
     "load_ann_benchmarks_hdf5",
