@@ -76,6 +76,25 @@ PROFILES: dict[str, Profile] = {
             "ann_d": 32,
             "hnsw_n": 5_000,
             "vamana_n": 3_000,
+            # 04/04 (RAG): characters of long documents in the collection (documents holding a question, stable order)
+            "rag_chars": 45_000,
+            # 04/01 (embedding pipeline): passages run live through MiniLM (equivalence, batching timings), drift window
+            "embed_equiv_n": 64,
+            "embed_timing_n": 48,
+            "drift_window": 200,
+            # chapter 01 (foundations): Monte Carlo trials, simulated requests; one line per lesson below
+            "mc_trials": 200_000,
+            "sim_requests": 20_000,
+            # 01/01: (none yet)
+            # 01/02: design framework: rows of the out-of-cache scan matrix, timed encoder calls
+            "design_scan_rows": 100_000,
+            "design_embed_calls": 60,
+            # 01/03: Monte Carlo draws for the far tail (p99.99) of a sum of stage latencies
+            "slo_tail_trials": 1_000_000,
+            # 01/04: batch and sequence length of the FLOP counts and timings
+            "cap_batch": 2,
+            "cap_seq": 128,
+            # 01/05: (none yet)
         },
     ),
     "full": Profile(
@@ -85,7 +104,30 @@ PROFILES: dict[str, Profile] = {
         n_corpus=6_000,  # the frozen corpus holds ~6.3k documents (datasets/cpython_docs/CARD.md)
         dims=(2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048),
         repeats=7,
-        extra={"ann_n": 200_000, "ann_d": 64, "hnsw_n": 100_000, "vamana_n": 20_000},
+        extra={
+            "ann_n": 200_000,
+            "ann_d": 64,
+            "hnsw_n": 100_000,
+            "vamana_n": 20_000,
+            # 04/04: every document holding a question (about 450k characters)
+            "rag_chars": 1_000_000,
+            # 04/01
+            "embed_equiv_n": 1_000,
+            "embed_timing_n": 256,
+            "drift_window": 400,
+            "mc_trials": 2_000_000,
+            "sim_requests": 200_000,
+            # 01/01: (none yet)
+            # 01/02: design framework: rows of the out-of-cache scan matrix, timed encoder calls
+            "design_scan_rows": 400_000,
+            "design_embed_calls": 300,
+            # 01/03: Monte Carlo draws for the far tail (p99.99) of a sum of stage latencies
+            "slo_tail_trials": 4_000_000,
+            # 01/04: batch and sequence length of the FLOP counts and timings
+            "cap_batch": 8,
+            "cap_seq": 256,
+            # 01/05: (none yet)
+        },
     ),
 }
 
