@@ -94,14 +94,14 @@ def topk_smallest(D: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     stride = D.shape[1] // (k * 256)
     if stride >= 2:
         return threshold_topk(D, k, stride)
-    if k < D.shape[1]:
-        part = np.argpartition(D, k - 1, axis=1)[:, :k]
-    else:
-        part = np.broadcast_to(np.arange(D.shape[1]), D.shape).copy()
-    vals = np.take_along_axis(D, part, axis=1)
-    order = np.lexsort((part, vals), axis=1)  # by value, then by id
-    ids = np.take_along_axis(part, order, axis=1)
-    return np.take_along_axis(vals, order, axis=1), ids
+    if k == D.shape[1]:  # everything, sorted by value, then by id
+        order = np.argsort(D, axis=1, kind="stable")
+        return np.take_along_axis(D, order, axis=1), order.astype(np.int64)
+    # The k-th smallest value bounds the answer.  argpartition alone would pick an
+    # arbitrary subset of the values tied with it; keeping every value <= bound and
+    # sorting those few survivors by (value, id) gives ties to the smaller id.
+    bound = np.partition(D, k - 1, axis=1)[:, k - 1 : k]
+    return _smallest_under_bound(np.ascontiguousarray(D), k, bound)
 
 
 def threshold_topk(D: np.ndarray, k: int, stride: int) -> tuple[np.ndarray, np.ndarray]:
@@ -125,8 +125,16 @@ def threshold_topk(D: np.ndarray, k: int, stride: int) -> tuple[np.ndarray, np.n
     k = check_k(k, D.shape[1], what="the number of columns")
     if isinstance(stride, bool) or not isinstance(stride, (int, np.integer)) or not 1 <= stride <= D.shape[1] // k:
         raise ValueError(f"stride must be an int in [1, n // k = {D.shape[1] // k}], got {stride!r}")
-    n_rows, n = D.shape
     bound = np.partition(D[:, ::stride], k - 1, axis=1)[:, k - 1 : k]
+    return _smallest_under_bound(D, k, bound)
+
+
+def _smallest_under_bound(D: np.ndarray, k: int, bound: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The k smallest values of each row of C-contiguous ``D`` among those <= ``bound`` (n_rows, 1).
+
+    Every row must hold at least k values <= its bound.  Ties go to the smaller id.
+    """
+    n_rows, n = D.shape
     # flatnonzero on the flattened mask is ~10x faster than a 2-D nonzero, and
     # it returns the survivors in row-major order: by row, then by column id.
     flat = np.flatnonzero(D <= bound)

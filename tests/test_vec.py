@@ -171,3 +171,16 @@ def test_k1_takes_the_smallest_tied_id(rng):
     X = rng.standard_normal((300, 5)).astype(np.float32)
     Q = rng.standard_normal((20, 5)).astype(np.float32)
     np.testing.assert_array_equal(vec.exact_knn(Q, X, 1)[1], vec.exact_knn(Q, X, 3)[1][:, :1])
+
+
+def test_topk_smallest_gives_ties_to_the_smaller_id_on_every_path():
+    """Ties at the k-th place go to the smaller id, whichever selection path runs (found by lesson 04.01)."""
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        D = rng.integers(0, 5, size=(3, int(rng.integers(2, 300)))).astype(np.float32)
+        k = int(rng.integers(1, D.shape[1] + 1))
+        _, ids = vec.topk_smallest(D, k)
+        want = np.lexsort((np.broadcast_to(np.arange(D.shape[1]), D.shape), D), axis=1)[:, :k]
+        np.testing.assert_array_equal(ids, want)
+    _, ids = vec.topk_smallest(np.zeros((1, 6302)), 100)  # all tied: the argpartition path
+    np.testing.assert_array_equal(ids[0], np.arange(100))
