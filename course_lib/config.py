@@ -76,11 +76,34 @@ PROFILES: dict[str, Profile] = {
             "ann_d": 32,
             "hnsw_n": 5_000,
             "vamana_n": 3_000,
+            "cv_train": 2_000, "cv_test": 250, "cv_steps": 160,  # 08/06 detector: train/test images, Adam steps
+            # 04/02 hybrid search: queries scored by rank-bm25 too (our BM25 must match it to 1e-9)
+            "bm25_ref_queries": 50,
+            # 08/04 quantization: MiniLM calibration passages (GPTQ Hessians), held-out passages re-embedded per scheme, tokens per passage
+            "quant_cal_passages": 128,
+            "quant_eval_passages": 64,
+            "quant_max_tokens": 64,
+            # 08/05 compilers and fusion: float32 elements of the elementwise-chain tensor (>> last-level cache), longest chain timed
+            "fusion_n": 1 << 24,
+            "fusion_k_max": 8,
+            # 08/00, 08/01 (hardware numbers, roofline): bytes per bandwidth-probe array (far past the last-level cache),
+            # side of the GEMV / weight matrix (float32), largest GEMM side of the peak sweep, bytes of the temporary file
+            "hw_stream_bytes": 128 * 2**20,
+            "hw_gemv_n": 8192,
+            "hw_gemm_n": 1024,
+            "hw_file_bytes": 64 * 2**20,
+            # 08/02 systolic arrays: random shapes run through the cycle-level simulator, largest M, K, N drawn
+            "systolic_shapes": 40,
+            "systolic_max_dim": 12,
+            # 04/03 learning to rank: LambdaRank epochs, random string pairs checked against rapidfuzz, typo draws per query
+            "ltr_epochs": 10,
+            "edit_pairs": 2_000,
+            "typo_rounds": 1,
             # 04/04 (RAG): characters of long documents in the collection (documents holding a question, stable order)
-            "rag_chars": 45_000,
+            "rag_chars": 60_000,
             # 04/01 (embedding pipeline): passages run live through MiniLM (equivalence, batching timings), drift window
-            "embed_equiv_n": 64,
-            "embed_timing_n": 48,
+            "embed_equiv_n": 48,
+            "embed_timing_n": 32,
             "drift_window": 200,
             # chapter 01 (foundations): Monte Carlo trials, simulated requests; one line per lesson below
             "mc_trials": 200_000,
@@ -109,11 +132,33 @@ PROFILES: dict[str, Profile] = {
             "ann_d": 64,
             "hnsw_n": 100_000,
             "vamana_n": 20_000,
+            "cv_train": 6_000, "cv_test": 1_000, "cv_steps": 900,  # 08/06 detector: train/test images, Adam steps
+            # 04/02 hybrid search: every benchmark query scored by rank-bm25 too
+            "bm25_ref_queries": 1_475,
+            # 08/04 quantization: MiniLM calibration passages, held-out passages, tokens per passage
+            "quant_cal_passages": 256,
+            "quant_eval_passages": 256,
+            "quant_max_tokens": 128,
+            # 08/05 compilers and fusion: float32 elements of the elementwise-chain tensor (>> last-level cache), longest chain timed
+            "fusion_n": 1 << 26,
+            "fusion_k_max": 16,
+            # 08/00, 08/01 (hardware numbers, roofline)
+            "hw_stream_bytes": 512 * 2**20,
+            "hw_gemv_n": 12288,
+            "hw_gemm_n": 2048,
+            "hw_file_bytes": 512 * 2**20,
+            # 08/02 systolic arrays: random shapes run through the cycle-level simulator, largest M, K, N drawn
+            "systolic_shapes": 200,
+            "systolic_max_dim": 24,
+            # 04/03 learning to rank: LambdaRank epochs, random string pairs checked against rapidfuzz, typo draws per query
+            "ltr_epochs": 25,
+            "edit_pairs": 30_000,
+            "typo_rounds": 5,
             # 04/04: every document holding a question (about 450k characters)
             "rag_chars": 1_000_000,
             # 04/01
-            "embed_equiv_n": 1_000,
-            "embed_timing_n": 256,
+            "embed_equiv_n": 500,
+            "embed_timing_n": 128,
             "drift_window": 400,
             "mc_trials": 2_000_000,
             "sim_requests": 200_000,
