@@ -4,6 +4,11 @@
 (``course_lib.vec.exact_knn``) against faiss ``IndexFlatL2``/``IndexFlatIP`` and scikit-learn brute
 force; writes ``DIR/exact_knn.json`` with the machine description.
 
+``python -m course_lib.bench retrieval [--out DIR] [--depth 100] [--splade-steps 60]``: the chapter 04
+retrievers (BM25, dense MiniLM, RRF, convex fusion, SPLADE-lite) on the frozen relevance benchmark's test
+split; writes ``DIR/retrieval.json`` (with the machine description) and ``DIR/retrieval.md``
+(retriever, query set, NDCG@10, recall@100, latency per query).
+
 ``python -m course_lib.bench ann --size small|full --out DIR [--only Flat,HNSW] [--repeats 3]``: every
 course ANN index against its faiss / hnswlib reference, on the chapter's datasets.
 
@@ -295,6 +300,138 @@ def write_exact(rows: list[dict], blas: list[str], out: Path) -> None:
     print(f"wrote {out / 'exact_knn.json'}")
 
 
+# --------------------------------------------------------------------------- retrieval (chapter 04)
+def _retrieval_latency_ms(fn: Callable[[int], Any], indices: list[int], repeats: int) -> float:
+    """Median milliseconds per query of ``fn(i)`` called once per query index, one query at a time."""
+    from . import perf
+
+    t = perf.time_fn(lambda: [fn(i) for i in indices], repeats=repeats)
+    return 1e3 * t.median / len(indices)
+
+
+def run_retrieval(*, depth: int = 100, k_rrf: int = 60, splade_steps: int = 60, seed: int = 0,
+                  repeats: int = 3, latency_queries: int = 200, log: Callable[[str], None] = print) -> list[dict]:
+    """Every chapter-04 first-stage retriever on the frozen benchmark (lesson 04.02), test split.
+
+    BM25 (``course_lib.ir.bm25``), dense MiniLM (exact inner product on the frozen embeddings),
+    RRF of the two, convex fusion (min-max and z-score; alpha chosen on the train split), and
+    SPLADE-lite (trained on the train split).  Rows: retriever, query set, queries, NDCG@10,
+    recall@100 and milliseconds per query (single thread, one query at a time; the dense
+    query embedding is precomputed and not counted; a fusion is the sum of its two retrievers
+    plus the fusion).
+    """
+    from . import config, vec
+    from .data import load_retrieval_benchmark
+    from .ir import bm25, fusion, metrics, splade, text
+
+    config.seed_everything(seed)
+    bench = load_retrieval_benchmark()
+    qids = [q["qid"] for q in bench.queries]
+    sets = ("keyword", "paraphrase")
+    test = {s: bench.select(set=s, split="test") for s in sets}
+    train = {s: bench.select(set=s, split="train") for s in sets}
+    every = list(range(len(bench.queries)))
+    test_all = test["keyword"] + test["paraphrase"]
+    timed = test_all[:: max(1, len(test_all) // latency_queries)]
+
+    def mean_metrics(run: dict, indices: list[int], names: tuple[str, ...] = ("ndcg@10", "recall@100")) -> dict:
+        qrels = bench.qrels_of(indices)
+        return metrics.evaluate({q: run.get(q, {}) for q in qrels}, qrels, names, complete=True)
+
+    start = time.perf_counter()
+    docs = [text.document_text(d) for d in bench.docs]
+    index = bm25.BM25Index.from_texts(docs)
+    runs: dict[str, dict] = {
+        "BM25": {qids[i]: {int(d): float(s) for s, d in zip(*index.search(bench.queries[i]["text"], depth)) if d >= 0}
+                 for i in every}
+    }
+    D_emb, Q_emb = bench.doc_embeddings(), bench.query_embeddings()
+    S, I = vec.exact_knn(Q_emb, D_emb, depth, metric="ip")
+    runs["dense (MiniLM)"] = fusion.top_k_run(S, I, qids)
+
+    def rrf_one(i: int) -> dict:
+        return fusion.rrf([fusion.ranking(runs["BM25"][qids[i]]), fusion.ranking(runs["dense (MiniLM)"][qids[i]])], k_rrf)
+
+    runs["RRF (BM25 + dense)"] = {qids[i]: rrf_one(i) for i in every}
+    alphas = [round(a, 2) for a in np.linspace(0, 1, 11)]
+    best_alpha = {}
+    for norm in fusion.NORMS:
+        train_ndcg = []
+        for a in alphas:
+            values = []
+            for s in sets:
+                sub = [qids[i] for i in train[s]]
+                fused = fusion.convex_runs({q: runs["dense (MiniLM)"][q] for q in sub}, {q: runs["BM25"][q] for q in sub}, a, norm)
+                values.append(mean_metrics(fused, train[s], ("ndcg@10",))["ndcg@10"])
+            train_ndcg.append(float(np.mean(values)))
+        best_alpha[norm] = alphas[int(np.argmax(train_ndcg))]
+        runs[f"convex {norm} (alpha={best_alpha[norm]})"] = fusion.convex_runs(runs["dense (MiniLM)"], runs["BM25"], best_alpha[norm], norm)
+    log(f"BM25, dense, RRF, convex (alpha on train: {best_alpha}) in {time.perf_counter() - start:.1f} s")
+
+    start = time.perf_counter()
+    tokenizer, E = splade.load_wordpiece_embeddings()
+    doc_wp = splade.wordpiece_sets(tokenizer, docs)
+    query_wp = splade.wordpiece_sets(tokenizer, [q["text"] for q in bench.queries])
+    train_all = train["keyword"] + train["paraphrase"]
+    with config.single_thread():
+        model = splade.SpladeLite(E, np.concatenate(doc_wp + query_wp), np.concatenate(doc_wp), seed=seed)
+        splade.train(model, [query_wp[i] for i in train_all], [doc_wp[bench.queries[i]["doc_id"]] for i in train_all],
+                     steps=splade_steps, seed=seed)
+        D_sp = model.encode_sparse(doc_wp)
+        S_sp, I_sp = splade.sparse_search(model.encode_sparse(query_wp), D_sp, depth)
+    runs["SPLADE-lite"] = fusion.top_k_run(S_sp, I_sp, qids)
+    log(f"SPLADE-lite ({splade_steps} steps) trained and indexed in {time.perf_counter() - start:.1f} s")
+
+    with config.single_thread():
+        latency = {
+            "BM25": _retrieval_latency_ms(lambda i: index.search(bench.queries[i]["text"], depth), timed, repeats),
+            "dense (MiniLM)": _retrieval_latency_ms(lambda i: vec.exact_knn(Q_emb[i : i + 1], D_emb, depth, metric="ip"), timed, repeats),
+            "SPLADE-lite": _retrieval_latency_ms(
+                lambda i: splade.sparse_search(model.encode_sparse([query_wp[i]]), D_sp, depth), timed, repeats),
+        }
+        pair = latency["BM25"] + latency["dense (MiniLM)"]
+        latency["RRF (BM25 + dense)"] = pair + _retrieval_latency_ms(rrf_one, timed, repeats)
+        for norm in fusion.NORMS:
+            a = best_alpha[norm]
+            latency[f"convex {norm} (alpha={a})"] = pair + _retrieval_latency_ms(
+                lambda i, a=a, norm=norm: fusion.convex(runs["dense (MiniLM)"][qids[i]], runs["BM25"][qids[i]], a, norm),
+                timed, repeats)
+
+    rows = []
+    for s in sets:
+        for name, run in runs.items():
+            m = mean_metrics(run, test[s])
+            rows.append({"retriever": name, "query_set": s, "split": "test", "queries": len(test[s]),
+                         "ndcg@10": round(m["ndcg@10"], 4), "recall@100": round(m["recall@100"], 4),
+                         "latency_ms_per_query": round(latency[name], 3)})
+            log(json.dumps(rows[-1]))
+    return rows
+
+
+def write_retrieval(rows: list[dict], out: Path, params: dict[str, Any]) -> None:
+    """retrieval.json (with the machine description) and retrieval.md (a markdown table)."""
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": platform.machine(), "processor": platform.processor(), "cpu_count": os.cpu_count(),
+        "threads": 1, "benchmark": "datasets/cpython_retrieval (test split)", **params,
+    }
+    (out / "retrieval.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+    lines = [
+        f"# Retrieval benchmark (chapter 04), test split\n",
+        f"{meta['when']}, {meta['machine']}, {meta['cpu_count']} CPUs, 1 thread. Latency: one query at a time; the dense "
+        "query embedding is precomputed (not counted); a fusion is the sum of its two retrievers plus the fusion. "
+        f"Parameters: {json.dumps(params)}.\n",
+        "| retriever | query set | queries | NDCG@10 | recall@100 | ms / query |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    lines += [f"| {r['retriever']} | {r['query_set']} | {r['queries']} | {r['ndcg@10']:.3f} | {r['recall@100']:.3f} | "
+              f"{r['latency_ms_per_query']:.2f} |" for r in rows]
+    (out / "retrieval.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    print(f"wrote {out / 'retrieval.json'} and {out / 'retrieval.md'}")
+
+
 # --------------------------------------------------------------------------- the run
 def run_ann(size: str = "small", *, seed: int = 0, only: list[str] | None = None, repeats: int = 3,
             sweep: dict[str, dict[str, Any]] | None = None, datasets: list[Any] | None = None,
@@ -388,7 +525,18 @@ def main(argv: list[str] | None = None) -> None:
     exact.add_argument("--queries", type=int, default=1000)
     exact.add_argument("--k", type=int, default=10)
     exact.add_argument("--repeats", type=int, default=5)
+    retrieval = sub.add_parser("retrieval", help="chapter 04 retrievers (BM25, dense, RRF, convex, SPLADE-lite) on the frozen benchmark")
+    retrieval.add_argument("--out", default="runs/bench")
+    retrieval.add_argument("--depth", type=int, default=100, help="candidates per retriever")
+    retrieval.add_argument("--splade-steps", type=int, default=60)
+    retrieval.add_argument("--repeats", type=int, default=3)
+    retrieval.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    if args.command == "retrieval":
+        params = {"depth": args.depth, "k_rrf": 60, "splade_steps": args.splade_steps, "seed": args.seed}
+        rows = run_retrieval(depth=args.depth, splade_steps=args.splade_steps, seed=args.seed, repeats=args.repeats)
+        write_retrieval(rows, Path(args.out), params)
+        return
     if args.command == "exact":
         rows, blas = run_exact([int(s) for s in args.sizes.split(",")], [int(s) for s in args.d.split(",")],
                                args.queries, args.k, args.repeats)

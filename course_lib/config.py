@@ -137,7 +137,7 @@ PROFILES: dict[str, Profile] = {
             "bm25_ref_queries": 1_475,
             # 08/04 quantization: MiniLM calibration passages, held-out passages, tokens per passage
             "quant_cal_passages": 256,
-            "quant_eval_passages": 256,
+            "quant_eval_passages": 160,
             "quant_max_tokens": 128,
             # 08/05 compilers and fusion: float32 elements of the elementwise-chain tensor (>> last-level cache), longest chain timed
             "fusion_n": 1 << 26,
