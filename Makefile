@@ -63,6 +63,7 @@ grade: $(STAMP) ## grade a learner notebook: make grade NB=exercises/02_vector_s
 bench: $(STAMP) ## speed/memory benchmarks against the references (JSON in runs/bench)
 	$(PY) -m course_lib.bench exact --out runs/bench
 	$(PY) -m course_lib.bench ann --size $(SIZE) --out runs/bench
+	$(PY) -m course_lib.bench retrieval --out runs/bench
 
 data: $(STAMP) ## rebuild the frozen corpus, its MiniLM embeddings and checksums
 	$(PY) -m course_lib.data all
