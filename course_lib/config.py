@@ -81,7 +81,7 @@ PROFILES: dict[str, Profile] = {
             "bm25_ref_queries": 50,
             # 08/04 quantization: MiniLM calibration passages (GPTQ Hessians), held-out passages re-embedded per scheme, tokens per passage
             "quant_cal_passages": 128,
-            "quant_eval_passages": 64,
+            "quant_eval_passages": 48,
             "quant_max_tokens": 64,
             # 08/05 compilers and fusion: float32 elements of the elementwise-chain tensor (>> last-level cache), longest chain timed
             "fusion_n": 1 << 24,
