@@ -80,7 +80,7 @@ PROFILES: dict[str, Profile] = {
             # 04/02 hybrid search: queries scored by rank-bm25 too (our BM25 must match it to 1e-9)
             "bm25_ref_queries": 50,
             # 08/04 quantization: MiniLM calibration passages (GPTQ Hessians), held-out passages re-embedded per scheme, tokens per passage
-            "quant_cal_passages": 128,
+            "quant_cal_passages": 160,
             "quant_eval_passages": 48,
             "quant_max_tokens": 64,
             # 08/05 compilers and fusion: float32 elements of the elementwise-chain tensor (>> last-level cache), longest chain timed
