@@ -21,7 +21,7 @@ PARAMS ?=
 OUT ?= runs/latest
 PYTEST_ARGS ?=
 
-.PHONY: help venv lab test test-fast run exercises grade bench data lock clean distclean
+.PHONY: help venv system-deps lab test test-fast run exercises grade bench data lock clean distclean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -41,10 +41,21 @@ $(STAMP): pyproject.toml requirements.lock
 
 venv: $(STAMP) ## create .venv with the pinned dependencies (done by lab and test when missing)
 
-lab: $(STAMP) ## start JupyterLab on the course (creates the environment first if missing)
+# System packages the lessons use, from Debian/Ubuntu's apt (Binder reads apt.txt):
+# redis-server for chapter 07's feature cache.  Installed only when missing.
+APT_PACKAGES := $(shell cat apt.txt 2>/dev/null)
+system-deps: ## install the system packages in apt.txt (redis-server) when missing
+	@missing=""; for p in $(APT_PACKAGES); do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then SUDO=""; elif command -v sudo >/dev/null; then SUDO="sudo"; else \
+	  echo "error: needs$$missing; install it with your package manager (Debian/Ubuntu: apt-get install$$missing)"; exit 1; fi; \
+	echo "installing$$missing with apt-get"; \
+	$$SUDO apt-get install -y -q $$missing >/dev/null || { $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q $$missing >/dev/null; }
+
+lab: $(STAMP) system-deps ## start JupyterLab on the course (creates the environment first if missing)
 	$(VENV)/bin/jupyter lab --ServerApp.root_dir=. $(if $(filter 0,$(shell id -u)),--allow-root) README.md
 
-test: $(STAMP) ## run every test (unit, notebooks at SIZE=small, grading, repository rules)
+test: $(STAMP) system-deps ## run every test (unit, notebooks at SIZE=small, grading, repository rules)
 	$(PY) -m pytest -n $(JOBS) --durations=15 $(PYTEST_ARGS)
 
 test-fast: $(STAMP) ## the tests that execute no notebook

@@ -76,6 +76,19 @@ PROFILES: dict[str, Profile] = {
             "ann_d": 32,
             "hnsw_n": 5_000,
             "vamana_n": 3_000,
+            # 05/01 two-tower:
+            # 05/02 funnel:
+            # 05/03 video capstone:
+            # 05/04 multi-task:
+            # 05/05 feedback loops:
+            # 07/01 queues:
+            # 07/02 batching:
+            # 07/03 caching:
+            # 07/04 protocols:
+            # 07/05 low latency:
+            # 07/06 budgets:
+            # 07/07 autoscaling:
+            # 07/08 many models:
             "cv_train": 2_000, "cv_test": 250, "cv_steps": 160,  # 08/06 detector: train/test images, Adam steps
             # 04/02 hybrid search: queries scored by rank-bm25 too (our BM25 must match it to 1e-9)
             "bm25_ref_queries": 50,
@@ -132,6 +145,19 @@ PROFILES: dict[str, Profile] = {
             "ann_d": 64,
             "hnsw_n": 100_000,
             "vamana_n": 20_000,
+            # 05/01 two-tower:
+            # 05/02 funnel:
+            # 05/03 video capstone:
+            # 05/04 multi-task:
+            # 05/05 feedback loops:
+            # 07/01 queues:
+            # 07/02 batching:
+            # 07/03 caching:
+            # 07/04 protocols:
+            # 07/05 low latency:
+            # 07/06 budgets:
+            # 07/07 autoscaling:
+            # 07/08 many models:
             "cv_train": 6_000, "cv_test": 1_000, "cv_steps": 900,  # 08/06 detector: train/test images, Adam steps
             # 04/02 hybrid search: every benchmark query scored by rank-bm25 too
             "bm25_ref_queries": 1_475,

@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from .reliability import compose_availability, retry_availability
+from .data.synthetic import zipf_probs  # noqa: F401  (re-exported: lesson 01.05 reads it from here)
 
 # Outcome codes of a request (see OUTCOMES for their names).
 FAILED, FULL, DEGRADED, CACHED, LATE = 0, 1, 2, 3, 4
@@ -519,14 +520,6 @@ def simulate(pipeline: Pipeline, design: Design, draws: Draws) -> SimResult:
 # --------------------------------------------------------------------------
 # 5. The cache: a Zipf stream of queries, an LRU, and Che's approximation
 # --------------------------------------------------------------------------
-def zipf_probs(n_items: int, s: float) -> np.ndarray:
-    """Popularity of ``n_items`` queries, ``p_i`` proportional to ``1 / i**s`` (rank i = 1, 2, ...)."""
-    n_items = _check_int(n_items, "n_items", low=1)
-    s = _check_real(s, "s", low=0.0)
-    w = np.arange(1, n_items + 1, dtype=np.float64) ** -s
-    return w / w.sum()
-
-
 def lru_hits(keys: Sequence[int] | np.ndarray, capacity: int, cacheable: np.ndarray | None = None,
              warm_keys: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
     """Replay a stream through an LRU cache of ``capacity`` entries; True where a request hit.

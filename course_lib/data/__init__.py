@@ -17,7 +17,7 @@ from .formats import (
     write_ivecs,
 )
 from .retrieval_bench import BENCH_DIR, RetrievalBenchmark, build_retrieval_benchmark, load_retrieval_benchmark
-from .synthetic import intrinsic_dimension, make_anisotropic, make_gaussian_mixture, make_uniform, split_queries
+from .synthetic import intrinsic_dimension, make_anisotropic, make_gaussian_mixture, make_uniform, split_queries, zipf_probs
 
 __all__ = [
     "BENCH_DIR",
@@ -42,4 +42,5 @@ __all__ = [
     "write_bvecs",
     "write_fvecs",
     "write_ivecs",
+    "zipf_probs",
 ]

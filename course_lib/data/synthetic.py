@@ -118,3 +118,22 @@ def intrinsic_dimension(X: np.ndarray, k: int = 10, max_points: int = 2000, seed
     inv = logs / (k - 1)
     inv = inv[inv > 0]
     return float(1.0 / inv.mean())
+
+
+def zipf_probs(n_items: int, s: float) -> np.ndarray:
+    """Popularity of ``n_items`` items, ``p_i`` proportional to ``1 / i**s`` (rank i = 1, 2, ...).
+
+    The one Zipf law of the course (query streams, cache workloads, item
+    popularity).  Sample from it with ``rng.choice(n_items, size=n, p=p)``, never
+    with ``np.random.zipf`` modulo ``n_items`` (a different, unbounded law).
+
+    Returns
+    -------
+    float64 array of shape (n_items,), summing to 1, non-increasing.
+    """
+    if isinstance(n_items, bool) or not isinstance(n_items, (int, np.integer)) or n_items < 1:
+        raise ValueError(f"n_items must be an integer >= 1, got {n_items!r}")
+    if isinstance(s, bool) or not isinstance(s, (int, float, np.integer, np.floating)) or not np.isfinite(s) or s < 0:
+        raise ValueError(f"s must be a finite number >= 0, got {s!r}")
+    w = np.arange(1, int(n_items) + 1, dtype=np.float64) ** -float(s)
+    return w / w.sum()
