@@ -76,6 +76,7 @@ PROFILES: dict[str, Profile] = {
             "ann_d": 32,
             "hnsw_n": 5_000,
             "vamana_n": 3_000,
+            "recsys_users": 5_000, "recsys_items": 2_000,  # chapter 05 simulated world (recsys.sim.make_world)
             # 05/01 two-tower:
             # 05/02 funnel:
             # 05/03 video capstone:
@@ -145,6 +146,7 @@ PROFILES: dict[str, Profile] = {
             "ann_d": 64,
             "hnsw_n": 100_000,
             "vamana_n": 20_000,
+            "recsys_users": 100_000, "recsys_items": 50_000,  # chapter 05 simulated world (recsys.sim.make_world)
             # 05/01 two-tower:
             # 05/02 funnel:
             # 05/03 video capstone:
