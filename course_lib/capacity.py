@@ -10,25 +10,16 @@ Units: bytes, FLOPs (one multiply-add = 2 FLOPs), queries per second.
 from __future__ import annotations
 
 import math
-from numbers import Integral, Real
+
+from .validate import check_int, check_number
 
 
 def _check_positive(value: object, name: str, *, allow_zero: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(float(value)):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
-    if allow_zero and value < 0:
-        raise ValueError(f"{name} must be >= 0, got {value!r}")
-    if not allow_zero and value <= 0:
-        raise ValueError(f"{name} must be > 0, got {value!r}")
-    return float(value)
+    return check_number(value, name, low=0, low_open=not allow_zero)
 
 
 def _check_int(value: object, name: str, *, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, Integral):
-        raise ValueError(f"{name} must be an int, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)  # numpy integers become Python ints (no overflow)
+    return check_int(value, name, low=minimum)  # numpy integers become Python ints (no overflow)
 
 
 # --------------------------------------------------------------------------- #

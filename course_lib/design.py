@@ -29,12 +29,12 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
-from numbers import Real
 from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
 from . import capacity, reliability
+from .validate import check_int, check_number
 from .ann import choose
 
 #: Hours in a billing month (365 * 24 / 12).
@@ -45,19 +45,11 @@ SECONDS_PER_DAY = 86_400.0
 
 def _number(value: Any, name: str, *, positive: bool = False) -> float:
     """``value`` as a finite float >= 0 (> 0 with ``positive``), else a ValueError saying what arrived."""
-    if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(float(value)):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
-    if positive and value <= 0:
-        raise ValueError(f"{name} must be > 0, got {value!r}")
-    if value < 0:
-        raise ValueError(f"{name} must be >= 0, got {value!r}")
-    return float(value)
+    return check_number(value, name, low=0, low_open=positive)
 
 
 def _count(value: Any, name: str, *, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return int(value)
+    return check_int(value, name, low=minimum)
 
 
 # =========================================================================== #

@@ -30,13 +30,14 @@ import os
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from numbers import Integral, Real
+from numbers import Integral
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from . import perf
+from .validate import check_number
 
 #: The date this table was compiled from the documents named in each row.
 AS_OF = "2026-11-27"
@@ -239,9 +240,7 @@ def link_rows(links: Mapping[str, Link] | None = None) -> list[dict[str, Any]]:
 # Transfer times
 # --------------------------------------------------------------------------- #
 def _number(value: object, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(float(value)):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
-    return float(value)
+    return check_number(value, name)
 
 
 def transfer_time(n_bytes: float, bandwidth: float, latency: float = 0.0) -> float:

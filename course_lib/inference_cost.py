@@ -23,10 +23,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from numbers import Integral, Real
 
 from .capacity import kv_cache_bytes, weight_bytes
 from .hardware import Accelerator, roofline_time
+from .validate import check_int, check_number
 
 #: Bytes per weight of each storage precision the lesson compares.
 PRECISION_BYTES: dict[str, float] = {"fp16": 2.0, "int8": 1.0, "int4": 0.5}
@@ -67,18 +67,11 @@ MODELS: dict[str, ModelShape] = {
 
 
 def _positive(value: object, name: str, *, allow_zero: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(float(value)):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
-    v = float(value)
-    if v < 0 or (v == 0 and not allow_zero):
-        raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
-    return v
+    return check_number(value, name, low=0, low_open=not allow_zero)
 
 
 def _batch(value: object, name: str = "batch") -> int:
-    if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
-        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-    return int(value)
+    return check_int(value, name, low=1)
 
 
 def decode_step(params: float, bytes_per_param: float, batch: int, kv_bytes_per_seq: float) -> tuple[float, float]:

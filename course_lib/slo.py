@@ -31,6 +31,8 @@ from typing import Any
 from collections.abc import Sequence
 
 import numpy as np
+
+from .validate import check_number
 from scipy.special import ndtri
 
 SECONDS_PER_DAY = 86_400
@@ -44,11 +46,7 @@ SRE_TICKET: tuple[tuple[int, int, float], ...] = ((3 * MINUTES_PER_DAY, 360, 1.0
 
 
 def _positive(value: Any, name: str, *, allow_zero: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise ValueError(f"{name} must be a number, got {value!r}")
-    if not math.isfinite(float(value)) or float(value) < 0 or (float(value) == 0 and not allow_zero):
-        raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'} and finite, got {value!r}")
-    return float(value)
+    return check_number(value, name, low=0, low_open=not allow_zero)
 
 
 def _fraction(value: Any, name: str) -> float:

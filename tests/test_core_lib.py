@@ -202,3 +202,24 @@ def test_compare_per_item():
     assert rows[0]["items_per_s"] == 1000.0 and rows[1]["items"] == 50
     with pytest.raises(ValueError, match=">= 1"):
         perf.compare([a], reference="a", items=0)
+
+
+def test_check_number_and_check_int_say_what_was_expected():
+    from course_lib.validate import check_int, check_number
+
+    assert check_number(np.float32(2.5), "rate", low=0, low_open=True) == 2.5
+    assert check_number(0, "rate", low=0) == 0.0
+    for bad, match in [(0, "rate must be > 0"), (-1, "rate must be > 0"), (float("nan"), "finite number"),
+                       (True, "finite number"), ("3", "finite number")]:
+        with pytest.raises(ValueError, match=match):
+            check_number(bad, "rate", low=0, low_open=True)
+    with pytest.raises(ValueError, match="p must be <= 1"):
+        check_number(1.5, "p", low=0, high=1)
+    with pytest.raises(ValueError, match="p must be < 1"):
+        check_number(1, "p", high=1, high_open=True)
+    assert check_int(np.int64(3), "k", low=1) == 3 and type(check_int(np.int64(3), "k")) is int
+    for bad in (0, 2.0, True, None):
+        with pytest.raises(ValueError, match="k must be an int >= 1"):
+            check_int(bad, "k", low=1)
+    with pytest.raises(ValueError, match="n must be an int >= 0 and <= 9"):
+        check_int(10, "n", low=0, high=9)

@@ -40,6 +40,7 @@ import numpy as np
 
 from .base import Index, search_params
 from .pq import ProductQuantizer, adc_distances
+from ..validate import check_int, check_number
 
 #: Size of one disk sector (bytes): the unit an SSD reads, and DiskANN's alignment.
 SECTOR_BYTES = 4096
@@ -319,17 +320,13 @@ def reachable_from(neighbors: np.ndarray, degrees: np.ndarray, start: int) -> np
 
 # =============================================================================== in-memory index
 def _check_build_params(R: Any, L: Any, alpha: Any, passes: Any) -> None:
-    for name, value, low in (("R", R, 1), ("L", L, 1), ("passes", passes, 1)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-            raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.floating)) or not alpha >= 1.0:
-        raise ValueError(f"alpha must be a number >= 1, got {alpha!r}")
+    for name, value in (("R", R), ("L", L), ("passes", passes)):
+        check_int(value, name, low=1)
+    check_number(alpha, "alpha", low=1)
 
 
 def _check_positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return int(value)
+    return check_int(value, name, low=1)
 
 
 class VamanaIndex(Index):

@@ -42,6 +42,7 @@ from typing import Literal
 import numpy as np
 
 from ..data.retrieval_bench import sentence_spans
+from ..validate import check_int
 
 #: LangChain's default separators: paragraph, line, word, character.
 DEFAULT_SEPARATORS: tuple[str, ...] = ("\n\n", "\n", " ", "")
@@ -77,9 +78,7 @@ def _check_text(text: object) -> str:
 
 
 def _check_int(value: object, name: str, lowest: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lowest:
-        raise ValueError(f"{name} must be an int >= {lowest}, got {value!r}")
-    return int(value)
+    return check_int(value, name, low=lowest)
 
 
 def _check_sizes(chunk_size: object, chunk_overlap: object) -> tuple[int, int]:

@@ -51,6 +51,7 @@ from typing import Any
 import numpy as np
 
 from ..data.synthetic import zipf_probs
+from ..validate import check_int, check_number
 
 __all__ = [
     "Interactions",
@@ -64,17 +65,11 @@ __all__ = [
 
 
 def _count(value: Any, name: str, low: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-    return int(value)
+    return check_int(value, name, low=low)
 
 
 def _real(value: Any, name: str, low: float | None = None, high: float | None = None) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not np.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
-    if (low is not None and value < low) or (high is not None and value > high):
-        raise ValueError(f"{name} must lie in [{low}, {high}], got {value!r}")
-    return float(value)
+    return check_number(value, name, low=low, high=high)
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
