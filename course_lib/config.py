@@ -78,19 +78,34 @@ PROFILES: dict[str, Profile] = {
             "vamana_n": 3_000,
             "recsys_users": 5_000, "recsys_items": 2_000,  # chapter 05 simulated world (recsys.sim.make_world)
             # 05/01 two-tower:
+            "tt_epochs": 3, "tt_eval_users": 1_000, "tt_ann_users": 300, "tt_hnsw_M": 8, "tt_hnsw_efc": 32,
             # 05/02 funnel:
+            "funnel_train_users": 1_000, "funnel_eval_users": 300, "funnel_latency_requests": 10,  # 05/02: users the rankers learn from / are judged on; requests timed per config
             # 05/03 video capstone:
             # 05/04 multi-task:
+            "mtl_n": 10_000, "mtl_d": 20, "mtl_steps": 300, "mtl_rhos": 5, "mtl_seeds": 1,  # 05/04: examples (80 % train), input dim, Adam steps, rho grid, training seeds
             # 05/05 feedback loops:
+            "ope_population": 1_000, "ope_logs": 5_000, "ope_reps": 30,  # users whose truth is exact, logged rows per replication, replications
+            "loop_rounds": 50, "loop_users": 1_000, "pos_users": 20_000,  # closed-loop rounds and users per round; position-bias impressions per arm
             # 07/01 queues:
+            "q_check_n": 10_000, "q_reps": 400, "q_rep_n": 5_000, "q_ci_pct": 3, "q_max_batches": 12,  # requests (heap vs simpy), replications x requests per Erlang C batch, CI target %, batch cap
+            "q_knee_reps": 60, "q_long_n": 200_000, "q_hedge_n": 12_000, "q_mg_batches": 3,  # knee replications, long single runs (Little, sizing, bursts), hedged requests per run, M/G/c batch cap
             # 07/02 batching:
             # 07/03 caching:
+            # catalogue size of the Zipf workloads, measured requests (trace equality, hit-rate curves), warm-up requests,
+            # requests replayed through W-TinyLFU (pure Python, slowest), feature-store entities and simulated feature
+            # requests (TTL sweep), of which the first cache_redis_requests also run against the real Redis server
+            "cache_items": 10_000, "cache_stream": 200_000, "cache_warmup": 50_000, "cache_tinylfu_stream": 60_000,
+            "cache_entities": 2_000, "cache_feature_requests": 20_000, "cache_redis_requests": 4_000,
             # 07/04 protocols:
+            "proto_requests": 200, "proto_max_s": 2,  # timed requests per protocol (MiniLM batch), and a loop's time cap in s
+            "proto_large_batch": 128, "proto_large_requests": 20, "proto_stream_repeats": 3,  # larger payload rows and requests; streaming runs per mode
             # 07/05 low latency:
             # 07/06 budgets:
             # 07/07 autoscaling:
             # 07/08 many models:
             "cv_train": 2_000, "cv_test": 250, "cv_steps": 160,  # 08/06 detector: train/test images, Adam steps
+            "cv_pool": 800, "cv_budget": 80, "cv_ft_steps": 40,  # 08/06 active learning: unlabelled pool, labels bought, fine-tune steps
             # 04/02 hybrid search: queries scored by rank-bm25 too (our BM25 must match it to 1e-9)
             "bm25_ref_queries": 50,
             # 08/04 quantization: MiniLM calibration passages (GPTQ Hessians), held-out passages re-embedded per scheme, tokens per passage
@@ -148,19 +163,31 @@ PROFILES: dict[str, Profile] = {
             "vamana_n": 20_000,
             "recsys_users": 100_000, "recsys_items": 50_000,  # chapter 05 simulated world (recsys.sim.make_world)
             # 05/01 two-tower:
+            "tt_epochs": 4, "tt_eval_users": 2_000, "tt_ann_users": 1_000, "tt_hnsw_M": 12, "tt_hnsw_efc": 48,
             # 05/02 funnel:
+            "funnel_train_users": 4_000, "funnel_eval_users": 1_000, "funnel_latency_requests": 50,
             # 05/03 video capstone:
             # 05/04 multi-task:
+            "mtl_n": 40_000, "mtl_d": 100, "mtl_steps": 1_000, "mtl_rhos": 6, "mtl_seeds": 2,
             # 05/05 feedback loops:
+            "ope_population": 500, "ope_logs": 20_000, "ope_reps": 50,  # (population x 50k items matrices: kept small in memory)
+            "loop_rounds": 100, "loop_users": 5_000, "pos_users": 100_000,
             # 07/01 queues:
+            "q_check_n": 100_000, "q_reps": 400, "q_rep_n": 5_000, "q_ci_pct": 1, "q_max_batches": 80,
+            "q_knee_reps": 400, "q_long_n": 4_000_000, "q_hedge_n": 100_000, "q_mg_batches": 12,
             # 07/02 batching:
             # 07/03 caching:
+            "cache_items": 10_000, "cache_stream": 1_000_000, "cache_warmup": 200_000, "cache_tinylfu_stream": 400_000,
+            "cache_entities": 20_000, "cache_feature_requests": 200_000, "cache_redis_requests": 40_000,
             # 07/04 protocols:
+            "proto_requests": 1_000, "proto_max_s": 10,
+            "proto_large_batch": 512, "proto_large_requests": 100, "proto_stream_repeats": 10,
             # 07/05 low latency:
             # 07/06 budgets:
             # 07/07 autoscaling:
             # 07/08 many models:
             "cv_train": 6_000, "cv_test": 1_000, "cv_steps": 900,  # 08/06 detector: train/test images, Adam steps
+            "cv_pool": 3_000, "cv_budget": 300, "cv_ft_steps": 300,  # 08/06 active learning: unlabelled pool, labels bought, fine-tune steps
             # 04/02 hybrid search: every benchmark query scored by rank-bm25 too
             "bm25_ref_queries": 1_475,
             # 08/04 quantization: MiniLM calibration passages, held-out passages, tokens per passage

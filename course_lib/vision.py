@@ -46,6 +46,16 @@ class DetectionSet:
         idx = np.asarray(idx, dtype=int)
         return DetectionSet(self.images[idx], [self.boxes[i] for i in idx], [self.labels[i] for i in idx])
 
+    @staticmethod
+    def concat(*sets: DetectionSet) -> DetectionSet:
+        """The images of several sets, in order, as one set."""
+        if not sets:
+            raise ValueError("concat needs at least one DetectionSet")
+        if len({s.images.shape[1:] for s in sets}) != 1:
+            raise ValueError(f"image shapes differ: {[s.images.shape[1:] for s in sets]}")
+        return DetectionSet(np.concatenate([s.images for s in sets]), [b for s in sets for b in s.boxes],
+                            [lab for s in sets for lab in s.labels])
+
 
 def _draw(img: np.ndarray, cls: int, x0: int, y0: int, s: int, value: float) -> None:
     """Paint one filled shape of side/diameter ``s`` with top-left corner (x0, y0)."""
@@ -562,3 +572,55 @@ def quantize_weights_int8(model: nn.Module) -> tuple[nn.Module, dict[str, torch.
                 codes[f"{name}.weight"] = c.to(torch.int8)
                 m.weight.copy_(c * scale)
     return q, codes
+
+
+# ----------------------------------------------------------------------------- active learning
+@torch.no_grad()
+def flip_disagreement(model: nn.Module, images: np.ndarray, *, batch_size: int = 256) -> np.ndarray:
+    """Active-learning score: how much the model contradicts itself on the mirror image.
+
+    Every class here is left-right symmetric, so the true heatmap of a mirrored
+    image is the mirrored true heatmap.  A model that is sure of an image
+    predicts the same thing both ways; where it is unsure (a new condition:
+    small objects, night noise) the two disagree.  The score is the L1 distance
+    ``sum |H(x) - flip(H(flip(x)))|`` over classes and cells: consistency-based
+    active learning, which needs no labels and no second model.
+
+    Returns float64 (n,), larger = more worth labelling.
+    """
+    h = heatmaps(model, images, batch_size=batch_size)
+    h_flip = heatmaps(model, np.ascontiguousarray(images[..., ::-1]), batch_size=batch_size).flip(-1)
+    return (h - h_flip).abs().sum(dim=(1, 2, 3)).double().numpy()
+
+
+@torch.no_grad()
+def least_confidence(model: nn.Module, images: np.ndarray, *, batch_size: int = 256) -> np.ndarray:
+    """Active-learning score ``1 - (highest heatmap peak)``: the image whose best detection is weakest."""
+    h = heatmaps(model, images, batch_size=batch_size)
+    return 1.0 - h.flatten(1).amax(dim=1).double().numpy()
+
+
+@torch.no_grad()
+def image_losses(model: nn.Module, data: DetectionSet) -> np.ndarray:
+    """CenterNet loss of each image under ``model`` (needs the labels: the oracle an
+    acquisition score tries to predict without them).  float64 (n,)."""
+    model.eval()
+    heat, idx, reg = centernet_targets(data)
+    out = torch.cat([model(torch.from_numpy(data.images[i:i + 256])) for i in range(0, len(data), 256)])
+    losses = np.empty(len(data))
+    for i in range(len(data)):
+        m = idx[:, 0] == i
+        own = idx[m].clone()
+        own[:, 0] = 0
+        losses[i] = float(centernet_loss(out[i:i + 1], heat[i:i + 1], own, reg[m]))
+    return losses
+
+
+def select_for_labelling(scores: Any, budget: int) -> np.ndarray:
+    """The ``budget`` highest-scoring images (ties: lower index first), as int64 indices."""
+    s = np.asarray(scores, dtype=np.float64)
+    if s.ndim != 1 or not np.all(np.isfinite(s)):
+        raise ValueError(f"scores must be a 1-D array of finite numbers, got shape {s.shape}")
+    if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)) or not 1 <= budget <= len(s):
+        raise ValueError(f"budget must be an integer in [1, {len(s)}] (the pool size), got {budget!r}")
+    return np.argsort(-s, kind="stable")[:budget].astype(np.int64)

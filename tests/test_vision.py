@@ -150,3 +150,54 @@ def test_efficiency_helpers() -> None:
         V.magnitude_prune(model, 1.0)
     with pytest.raises(ValueError):
         V.prune_channels(model, 0.0)
+
+
+# ----------------------------------------------------------------------------- active learning
+class _PoolNet(torch.nn.Module):
+    """Mirror-equivariant stand-in for a detector: 4x4 average pooling, 7 output channels."""
+
+    def __init__(self, shift: int = 0):
+        super().__init__()
+        self.shift = shift
+
+    def forward(self, x):
+        y = torch.nn.functional.avg_pool2d(x, 4).repeat(1, 7, 1, 1)
+        return torch.roll(y, self.shift, dims=-1) if self.shift else y
+
+
+def test_concat_keeps_order_and_rejects_mismatched_images():
+    a, b = V.make_detection_set(3, seed=1), V.make_detection_set(2, seed=2)
+    c = V.DetectionSet.concat(a, b)
+    assert len(c) == 5 and np.array_equal(c.images[3:], b.images) and c.boxes[0] is a.boxes[0]
+    with pytest.raises(ValueError, match="shapes differ"):
+        V.DetectionSet.concat(a, V.make_detection_set(1, size=32, max_side=16))
+    with pytest.raises(ValueError, match="at least one"):
+        V.DetectionSet.concat()
+
+
+def test_flip_disagreement_is_zero_for_a_mirror_equivariant_model():
+    images = V.make_detection_set(6, seed=3).images
+    assert np.allclose(V.flip_disagreement(_PoolNet(), images), 0.0, atol=1e-5)
+    assert np.all(V.flip_disagreement(_PoolNet(shift=1), images) > 0.1)   # a shift breaks the symmetry
+    lc = V.least_confidence(_PoolNet(), images)
+    assert lc.shape == (6,) and np.all((lc >= 0) & (lc <= 1))
+
+
+def test_image_losses_match_the_training_loss_of_one_image():
+    data = V.make_detection_set(4, seed=4)
+    torch.manual_seed(0)
+    model = V.TinyCenterNet(8).eval()
+    per_image = V.image_losses(model, data)
+    one = data.subset([2])
+    heat, idx, reg = V.centernet_targets(one)
+    with torch.no_grad():
+        expected = float(V.centernet_loss(model(torch.from_numpy(one.images)), heat, idx, reg))
+    assert per_image.shape == (4,) and per_image[2] == pytest.approx(expected, rel=1e-5)
+
+
+def test_select_for_labelling_takes_the_top_scores_with_stable_ties():
+    assert V.select_for_labelling([0.1, 0.9, 0.5, 0.9], 3).tolist() == [1, 3, 2]
+    with pytest.raises(ValueError, match="budget"):
+        V.select_for_labelling([0.1, 0.2], 3)
+    with pytest.raises(ValueError, match="finite"):
+        V.select_for_labelling([0.1, float("nan")], 1)
