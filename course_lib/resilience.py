@@ -33,7 +33,6 @@ never cuts a retry.  Latencies are in milliseconds throughout.
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from numbers import Real
@@ -43,6 +42,7 @@ import numpy as np
 
 from .reliability import compose_availability, retry_availability
 from .data.synthetic import zipf_probs  # noqa: F401  (re-exported: lesson 01.05 reads it from here)
+from .serving.cache import che_hit_rate, lru_hits  # noqa: F401  (moved to chapter 07's cache module; lesson 01.05 reads them here)
 
 # Outcome codes of a request (see OUTCOMES for their names).
 FAILED, FULL, DEGRADED, CACHED, LATE = 0, 1, 2, 3, 4
@@ -520,65 +520,6 @@ def simulate(pipeline: Pipeline, design: Design, draws: Draws) -> SimResult:
 # --------------------------------------------------------------------------
 # 5. The cache: a Zipf stream of queries, an LRU, and Che's approximation
 # --------------------------------------------------------------------------
-def lru_hits(keys: Sequence[int] | np.ndarray, capacity: int, cacheable: np.ndarray | None = None,
-             warm_keys: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
-    """Replay a stream through an LRU cache of ``capacity`` entries; True where a request hit.
-
-    A miss is inserted (evicting the least recently used entry) only where
-    ``cacheable`` is True: a failed or degraded answer is not cached.
-    ``warm_keys`` are replayed first (all inserted) and not reported.
-    """
-    capacity = _check_int(capacity, "capacity", low=0)
-    keys = np.asarray(keys)
-    if keys.ndim != 1 or (keys.size and not np.issubdtype(keys.dtype, np.integer)):
-        raise ValueError(f"keys must be a 1-D array of integer query ids, got shape {keys.shape}, dtype {keys.dtype}")
-    if cacheable is None:
-        cacheable = np.ones(len(keys), dtype=bool)
-    cacheable = np.asarray(cacheable, dtype=bool)
-    if cacheable.shape != keys.shape:
-        raise ValueError(f"cacheable must have the shape of keys {keys.shape}, got {cacheable.shape}")
-    cache: OrderedDict[int, None] = OrderedDict()
-
-    def access(key: int, insert: bool) -> bool:
-        if key in cache:
-            cache.move_to_end(key)
-            return True
-        if insert and capacity > 0:
-            cache[key] = None
-            if len(cache) > capacity:
-                cache.popitem(last=False)
-        return False
-
-    for key in (np.asarray(warm_keys).tolist() if warm_keys is not None else []):
-        access(key, True)
-    return np.fromiter((access(k, c) for k, c in zip(keys.tolist(), cacheable.tolist())), dtype=bool, count=len(keys))
-
-
-def che_hit_rate(probs: np.ndarray, capacity: int) -> float:
-    """LRU hit rate under independent requests, by Che's approximation (Che, Tung, Wang 2002).
-
-    An item stays cached for a *characteristic time* T after its last request;
-    T solves ``sum_i (1 - exp(-p_i T)) = capacity`` (the cache is full), and
-    the hit rate is ``sum_i p_i (1 - exp(-p_i T))``.  Solved by bisection on log T.
-    """
-    p = np.asarray(probs, dtype=np.float64)
-    if p.ndim != 1 or p.size == 0 or np.any(p < 0) or not np.isclose(p.sum(), 1.0):
-        raise ValueError("probs must be a 1-D probability vector (non-negative, summing to 1)")
-    capacity = _check_int(capacity, "capacity", low=0)
-    if capacity == 0:
-        return 0.0
-    if capacity >= np.count_nonzero(p):
-        return 1.0
-    lo, hi = -50.0, 50.0  # log T
-    for _ in range(100):  # 100 halvings of [-50, 50]: far below float precision
-        mid = (lo + hi) / 2
-        if np.sum(-np.expm1(-p * math.exp(mid))) < capacity:
-            lo = mid
-        else:
-            hi = mid
-    return float(np.sum(p * -np.expm1(-p * math.exp((lo + hi) / 2))))
-
-
 def serve_with_cache(miss: SimResult, hits: np.ndarray, pipeline: Pipeline) -> SimResult:
     """The requests as served: a hit answers in ``cache_ms`` with no call, a miss as simulated."""
     hits = np.asarray(hits, dtype=bool)
