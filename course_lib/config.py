@@ -80,8 +80,10 @@ PROFILES: dict[str, Profile] = {
             # 05/01 two-tower:
             "tt_epochs": 3, "tt_eval_users": 1_000, "tt_ann_users": 300, "tt_hnsw_M": 8, "tt_hnsw_efc": 32,
             # 05/02 funnel:
-            "funnel_train_users": 1_000, "funnel_eval_users": 300, "funnel_latency_requests": 10,  # 05/02: users the rankers learn from / are judged on; requests timed per config
+            "funnel_train_users": 800, "funnel_eval_users": 250, "funnel_latency_requests": 10,  # 05/02: users the rankers learn from / are judged on; requests timed per config
             # 05/03 video capstone:
+            "vc_impressions": 120_000, "vc_eval_users": 300, "vc_dpp_trials": 120,
+            "vc_sess_items": 600, "vc_sessions": 1_200, "vc_gru_epochs": 4,
             # 05/04 multi-task:
             "mtl_n": 10_000, "mtl_d": 20, "mtl_steps": 300, "mtl_rhos": 5, "mtl_seeds": 1,  # 05/04: examples (80 % train), input dim, Adam steps, rho grid, training seeds
             # 05/05 feedback loops:
@@ -89,7 +91,7 @@ PROFILES: dict[str, Profile] = {
             "loop_rounds": 50, "loop_users": 1_000, "pos_users": 20_000,  # closed-loop rounds and users per round; position-bias impressions per arm
             # 07/01 queues:
             "q_check_n": 10_000, "q_reps": 400, "q_rep_n": 5_000, "q_ci_pct": 3, "q_max_batches": 12,  # requests (heap vs simpy), replications x requests per Erlang C batch, CI target %, batch cap
-            "q_knee_reps": 60, "q_long_n": 200_000, "q_hedge_n": 12_000, "q_mg_batches": 3,  # knee replications, long single runs (Little, sizing, bursts), hedged requests per run, M/G/c batch cap
+            "q_knee_reps": 120, "q_long_n": 200_000, "q_hedge_n": 12_000, "q_mg_batches": 3,  # knee replications, long single runs (Little, sizing, bursts), hedged requests per run, M/G/c batch cap
             # 07/02 batching:
             # 07/03 caching:
             # catalogue size of the Zipf workloads, measured requests (trace equality, hit-rate curves), warm-up requests,
@@ -104,6 +106,7 @@ PROFILES: dict[str, Profile] = {
             # 07/06 budgets:
             # 07/07 autoscaling:
             # 07/08 many models:
+            "mm_requests": 60_000, "mm_users": 100_000, "mm_canary_sims": 2_000, "mm_jobs": 4_000,  # 07/08: model-cache requests, users split, canary replays, jobs per tenant
             "cv_train": 2_000, "cv_test": 250, "cv_steps": 160,  # 08/06 detector: train/test images, Adam steps
             "cv_pool": 800, "cv_budget": 80, "cv_ft_steps": 40,  # 08/06 active learning: unlabelled pool, labels bought, fine-tune steps
             # 04/02 hybrid search: queries scored by rank-bm25 too (our BM25 must match it to 1e-9)
@@ -165,13 +168,15 @@ PROFILES: dict[str, Profile] = {
             # 05/01 two-tower:
             "tt_epochs": 4, "tt_eval_users": 2_000, "tt_ann_users": 1_000, "tt_hnsw_M": 12, "tt_hnsw_efc": 48,
             # 05/02 funnel:
-            "funnel_train_users": 4_000, "funnel_eval_users": 1_000, "funnel_latency_requests": 50,
+            "funnel_train_users": 4_000, "funnel_eval_users": 500, "funnel_latency_requests": 50,
             # 05/03 video capstone:
+            "vc_impressions": 2_000_000, "vc_eval_users": 3_000, "vc_dpp_trials": 1_000,
+            "vc_sess_items": 2_000, "vc_sessions": 20_000, "vc_gru_epochs": 6,
             # 05/04 multi-task:
             "mtl_n": 40_000, "mtl_d": 100, "mtl_steps": 1_000, "mtl_rhos": 6, "mtl_seeds": 2,
             # 05/05 feedback loops:
             "ope_population": 500, "ope_logs": 20_000, "ope_reps": 50,  # (population x 50k items matrices: kept small in memory)
-            "loop_rounds": 100, "loop_users": 5_000, "pos_users": 100_000,
+            "loop_rounds": 60, "loop_users": 5_000, "pos_users": 100_000,
             # 07/01 queues:
             "q_check_n": 100_000, "q_reps": 400, "q_rep_n": 5_000, "q_ci_pct": 1, "q_max_batches": 80,
             "q_knee_reps": 400, "q_long_n": 4_000_000, "q_hedge_n": 100_000, "q_mg_batches": 12,
@@ -186,6 +191,7 @@ PROFILES: dict[str, Profile] = {
             # 07/06 budgets:
             # 07/07 autoscaling:
             # 07/08 many models:
+            "mm_requests": 300_000, "mm_users": 1_000_000, "mm_canary_sims": 10_000, "mm_jobs": 20_000,  # 07/08: model-cache requests, users split, canary replays, jobs per tenant
             "cv_train": 6_000, "cv_test": 1_000, "cv_steps": 900,  # 08/06 detector: train/test images, Adam steps
             "cv_pool": 3_000, "cv_budget": 300, "cv_ft_steps": 300,  # 08/06 active learning: unlabelled pool, labels bought, fine-tune steps
             # 04/02 hybrid search: every benchmark query scored by rank-bm25 too
