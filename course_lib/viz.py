@@ -95,8 +95,10 @@ def interactive(fn: Callable[..., Any], **controls: Any) -> Any:
 def show_source(obj: Any) -> Any:
     """Display the source code of a course_lib function or class, highlighted.
 
-    Returns an IPython ``Code`` object (rendered by Jupyter), or the plain text
-    outside IPython.
+    In a notebook it is displayed at once, wherever the call sits in the cell
+    (a returned object would show only as a cell's last expression), and the
+    call returns None.  Outside IPython it returns the ``Code`` object (or the
+    plain text without IPython).
     """
     try:
         source = inspect.getsource(obj)
@@ -106,14 +108,32 @@ def show_source(obj: Any) -> Any:
         from IPython.display import Code
     except ImportError:
         return source
-    return Code(source, language="python")
+    return _show(Code(source, language="python"))
+
+
+def _show(obj: Any) -> Any:
+    """Display ``obj`` now when running in IPython/Jupyter (and return None); else return it."""
+    try:
+        from IPython import get_ipython
+        from IPython.display import display
+    except ImportError:  # pragma: no cover - IPython comes with the kernel
+        return obj
+    if get_ipython() is None:
+        return obj
+    display(obj)
+    return None
 
 
 def show_table(rows: list[dict[str, Any]], *, floatfmt: str = "{:.4g}") -> Any:
-    """Display a list of dicts as a table (a pandas DataFrame when pandas is present)."""
+    """Display a list of dicts as a table (a styled pandas DataFrame, index hidden).
+
+    In a notebook the table is displayed at once, wherever the call sits in the
+    cell, and the call returns None; outside IPython it returns the Styler.
+    """
     try:
         import pandas as pd
     except ImportError:  # pragma: no cover - pandas is a core dependency
         return rows
     df = pd.DataFrame(rows)
-    return df.style.format({c: floatfmt.format for c in df.select_dtypes("number").columns}, na_rep="-").hide(axis="index")
+    return _show(df.style.format({c: floatfmt.format for c in df.select_dtypes("number").columns}, na_rep="-")
+                 .hide(axis="index"))
