@@ -82,16 +82,17 @@ PROFILES: dict[str, Profile] = {
             # 05/02 funnel:
             "funnel_train_users": 800, "funnel_eval_users": 250, "funnel_latency_requests": 10,  # 05/02: users the rankers learn from / are judged on; requests timed per config
             # 05/03 video capstone:
-            "vc_impressions": 120_000, "vc_eval_users": 300, "vc_dpp_trials": 120,
+            "vc_impressions": 200_000, "vc_eval_users": 300, "vc_dpp_trials": 120,
             "vc_sess_items": 600, "vc_sessions": 1_200, "vc_gru_epochs": 4,
             # 05/04 multi-task:
             "mtl_n": 10_000, "mtl_d": 20, "mtl_steps": 300, "mtl_rhos": 5, "mtl_seeds": 1,  # 05/04: examples (80 % train), input dim, Adam steps, rho grid, training seeds
             # 05/05 feedback loops:
             "ope_population": 1_000, "ope_logs": 5_000, "ope_reps": 30,  # users whose truth is exact, logged rows per replication, replications
             "loop_rounds": 50, "loop_users": 1_000, "pos_users": 20_000,  # closed-loop rounds and users per round; position-bias impressions per arm
+            "loop_items": 2_000, "loop_world_users": 5_000,  # the closed loop's own catalogue cap and users (at small: the lesson's world)
             # 07/01 queues:
             "q_check_n": 10_000, "q_reps": 400, "q_rep_n": 5_000, "q_ci_pct": 3, "q_max_batches": 12,  # requests (heap vs simpy), replications x requests per Erlang C batch, CI target %, batch cap
-            "q_knee_reps": 120, "q_long_n": 200_000, "q_hedge_n": 12_000, "q_mg_batches": 3,  # knee replications, long single runs (Little, sizing, bursts), hedged requests per run, M/G/c batch cap
+            "q_knee_reps": 120, "q_long_n": 200_000, "q_hedge_n": 20_000, "q_mg_batches": 3,  # knee replications, long single runs (Little, sizing, bursts), hedged requests per run, M/G/c batch cap
             # 07/02 batching:
             # 07/03 caching:
             # catalogue size of the Zipf workloads, measured requests (trace equality, hit-rate curves), warm-up requests,
@@ -104,6 +105,7 @@ PROFILES: dict[str, Profile] = {
             "proto_large_batch": 128, "proto_large_requests": 20, "proto_stream_repeats": 3,  # larger payload rows and requests; streaming runs per mode
             # 07/05 low latency:
             # 07/06 budgets:
+            "bud_traces": 8, "bud_trace_calls": 1_000, "bud_chain_n": 100_000, "bud_shed_s": 4.0, "bud_loads": 8,  # breaker traces x calls vs pybreaker, call-chain requests, simulated s per load level, load levels
             # 07/07 autoscaling:
             # 07/08 many models:
             "mm_requests": 60_000, "mm_users": 100_000, "mm_canary_sims": 2_000, "mm_jobs": 4_000,  # 07/08: model-cache requests, users split, canary replays, jobs per tenant
@@ -177,6 +179,7 @@ PROFILES: dict[str, Profile] = {
             # 05/05 feedback loops:
             "ope_population": 500, "ope_logs": 20_000, "ope_reps": 50,  # (population x 50k items matrices: kept small in memory)
             "loop_rounds": 60, "loop_users": 5_000, "pos_users": 100_000,
+            "loop_items": 2_000, "loop_world_users": 20_000,  # a million (segment, item) arms at 50k items: too many for 60 rounds
             # 07/01 queues:
             "q_check_n": 100_000, "q_reps": 400, "q_rep_n": 5_000, "q_ci_pct": 1, "q_max_batches": 80,
             "q_knee_reps": 400, "q_long_n": 4_000_000, "q_hedge_n": 100_000, "q_mg_batches": 12,
@@ -189,6 +192,7 @@ PROFILES: dict[str, Profile] = {
             "proto_large_batch": 512, "proto_large_requests": 100, "proto_stream_repeats": 10,
             # 07/05 low latency:
             # 07/06 budgets:
+            "bud_traces": 40, "bud_trace_calls": 5_000, "bud_chain_n": 1_000_000, "bud_shed_s": 30.0, "bud_loads": 12,
             # 07/07 autoscaling:
             # 07/08 many models:
             "mm_requests": 300_000, "mm_users": 1_000_000, "mm_canary_sims": 10_000, "mm_jobs": 20_000,  # 07/08: model-cache requests, users split, canary replays, jobs per tenant
