@@ -107,6 +107,7 @@ PROFILES: dict[str, Profile] = {
             # 07/06 budgets:
             "bud_traces": 8, "bud_trace_calls": 1_000, "bud_chain_n": 100_000, "bud_shed_s": 4.0, "bud_loads": 8,  # breaker traces x calls vs pybreaker, call-chain requests, simulated s per load level, load levels
             # 07/07 autoscaling:
+            "as_days": 2,  # 07/07: independent one-day traces (seeds) per policy, averaged in the cost vs violations table
             # 07/08 many models:
             "mm_requests": 60_000, "mm_users": 100_000, "mm_canary_sims": 2_000, "mm_jobs": 4_000,  # 07/08: model-cache requests, users split, canary replays, jobs per tenant
             "cv_train": 2_000, "cv_test": 250, "cv_steps": 160,  # 08/06 detector: train/test images, Adam steps
@@ -194,6 +195,7 @@ PROFILES: dict[str, Profile] = {
             # 07/06 budgets:
             "bud_traces": 40, "bud_trace_calls": 5_000, "bud_chain_n": 1_000_000, "bud_shed_s": 30.0, "bud_loads": 12,
             # 07/07 autoscaling:
+            "as_days": 8,
             # 07/08 many models:
             "mm_requests": 300_000, "mm_users": 1_000_000, "mm_canary_sims": 10_000, "mm_jobs": 20_000,  # 07/08: model-cache requests, users split, canary replays, jobs per tenant
             "cv_train": 6_000, "cv_test": 1_000, "cv_steps": 900,  # 08/06 detector: train/test images, Adam steps
