@@ -220,3 +220,33 @@ def test_funnel_recommend_and_exhaustive(small_world):
         # with every item as a candidate and survivor, the funnel is the exhaustive ranking
         assert f.exhaustive(u).tolist() == f.rules_stage(u, np.arange(data.n_items),
                                                          f.heavy_stage(u, np.arange(data.n_items))).tolist()
+
+
+def test_mlp_ranker_backprop_equals_torch_autograd_and_it_learns_a_nonlinear_rule():
+    import torch
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((600, 3))
+    y = ((X[:, 0] * X[:, 1] > 0) ^ (rng.random(600) < 0.05)).astype(float)     # XOR-like: no linear model fits it
+    mlp = fn.MLPRanker(hidden=(16, 8), epochs=60, batch_size=64, lr=1e-2, seed=1).fit(X, y)
+    Z = (X - mlp.mean_) / mlp.scale_
+    loss, grads = mlp.gradients(Z[:50], y[:50])
+    tp = [torch.tensor(p, requires_grad=True) for p in mlp.params]
+    h = torch.tensor(Z[:50])
+    for k in range(len(tp) // 2):
+        h = h @ tp[2 * k] + tp[2 * k + 1]
+        if k < len(tp) // 2 - 1:
+            h = torch.relu(h)
+    s = h[:, 0]
+    yt = torch.tensor(y[:50])
+    t_loss = torch.nn.functional.binary_cross_entropy_with_logits(s, yt) + mlp.l2 / 2 * sum((W * W).sum() for W in tp[::2])
+    t_loss.backward()
+    assert loss == pytest.approx(t_loss.detach().item(), rel=1e-12)
+    for g, p in zip(grads, tp):
+        assert np.allclose(g, p.grad.numpy(), atol=1e-12)
+    acc_mlp = np.mean((mlp.predict_proba(X) > 0.5) == y)
+    acc_lr = np.mean((fn.LogisticRanker().fit(X, y).predict_proba(X) > 0.5) == y)
+    assert acc_mlp > 0.85 and acc_mlp > acc_lr + 0.2
+    assert mlp.decision_function(X.reshape(2, 300, 3)).shape == (2, 300)
+    with pytest.raises(ValueError, match="not fitted"):
+        fn.MLPRanker().decision_function(X)

@@ -41,6 +41,7 @@ __all__ = [
     "Funnel",
     "FunnelData",
     "LogisticRanker",
+    "MLPRanker",
     "apply_rules",
     "build_funnel_data",
     "candidate_sources",
@@ -359,6 +360,97 @@ class LogisticRanker:
         if self.coef_ is None:
             raise ValueError("the ranker is not fitted: call fit(X, y) first")
         return ((np.asarray(X, dtype=np.float64) - self.mean_) / self.scale_) @ self.coef_ + self.intercept_
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        """P(y = 1 | x) for X (..., F)."""
+        return _sigmoid(self.decision_function(X))
+
+
+class MLPRanker:
+    """A heavy ranker written out in numpy: a ReLU network trained with Adam on binary cross-entropy.
+
+    ``hidden`` layer widths; inputs are standardised with the training mean and
+    standard deviation.  The loss on a batch of n rows with logits ``s`` is
+
+        mean_i [softplus(s_i) - y_i s_i]  +  l2 / 2 * sum ||W||^2      (biases not penalised)
+
+    and :meth:`gradients` returns it with the gradient of every parameter by the
+    chain rule (backpropagation), so the training loop is visible line by line.
+    """
+
+    def __init__(self, hidden: tuple[int, ...] = (32, 16), *, lr: float = 3e-3, epochs: int = 8,
+                 batch_size: int = 512, l2: float = 1e-4, seed: int = 0) -> None:
+        self.hidden, self.lr, self.epochs, self.batch_size, self.l2, self.seed = hidden, lr, epochs, batch_size, l2, seed
+        self.params: list[np.ndarray] = []
+        self.mean_: np.ndarray | None = None
+        self.scale_: np.ndarray | None = None
+
+    def _init(self, n_features: int, rng: np.random.Generator) -> None:
+        sizes = (n_features, *self.hidden, 1)
+        self.params = []
+        for a, b in zip(sizes, sizes[1:]):
+            self.params += [rng.standard_normal((a, b)) * np.sqrt(2.0 / a), np.zeros(b)]   # He initialisation
+
+    def _forward(self, Z: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+        acts = [Z]
+        h = Z
+        n_layers = len(self.params) // 2
+        for k in range(n_layers):
+            h = h @ self.params[2 * k] + self.params[2 * k + 1]
+            if k < n_layers - 1:
+                h = np.maximum(h, 0.0)
+            acts.append(h)
+        return h[:, 0], acts
+
+    def gradients(self, Z: np.ndarray, y: np.ndarray) -> tuple[float, list[np.ndarray]]:
+        """Loss and its gradient with respect to every parameter, on standardised inputs Z (n, F)."""
+        s, acts = self._forward(Z)
+        n = len(y)
+        loss = float(np.mean(np.logaddexp(0.0, s) - y * s)) + self.l2 / 2 * sum(float(np.sum(W * W)) for W in self.params[::2])
+        delta = ((_sigmoid(s) - y) / n)[:, None]                    # dL/ds, shape (n, 1)
+        grads: list[np.ndarray] = [np.empty(0)] * len(self.params)
+        for k in range(len(self.params) // 2 - 1, -1, -1):
+            W = self.params[2 * k]
+            grads[2 * k] = acts[k].T @ delta + self.l2 * W
+            grads[2 * k + 1] = delta.sum(axis=0)
+            if k:
+                delta = (delta @ W.T) * (acts[k] > 0)               # back through the ReLU
+        return loss, grads
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> MLPRanker:
+        """X (n, F) features, y (n,) 0/1 labels; Adam (beta 0.9, 0.999) on shuffled mini-batches."""
+        X = np.asarray(X, dtype=np.float64)
+        y = np.asarray(y, dtype=np.float64)
+        if X.ndim != 2 or y.shape != (X.shape[0],) or not np.all((y == 0) | (y == 1)):
+            raise ValueError(f"need X (n, F) and 0/1 labels y (n,), got {X.shape} and {y.shape}")
+        rng = np.random.default_rng(self.seed)
+        self.mean_, self.scale_ = X.mean(axis=0), X.std(axis=0) + 1e-12
+        Z = (X - self.mean_) / self.scale_
+        self._init(Z.shape[1], rng)
+        m = [np.zeros_like(p) for p in self.params]
+        v = [np.zeros_like(p) for p in self.params]
+        t = 0
+        self.losses_: list[float] = []
+        for _ in range(self.epochs):
+            order = rng.permutation(len(Z))
+            for start in range(0, len(Z), self.batch_size):
+                idx = order[start:start + self.batch_size]
+                loss, grads = self.gradients(Z[idx], y[idx])
+                t += 1
+                for i, g in enumerate(grads):
+                    m[i] = 0.9 * m[i] + 0.1 * g
+                    v[i] = 0.999 * v[i] + 0.001 * g * g
+                    self.params[i] -= self.lr * (m[i] / (1 - 0.9**t)) / (np.sqrt(v[i] / (1 - 0.999**t)) + 1e-8)
+                self.losses_.append(loss)
+        return self
+
+    def decision_function(self, X: np.ndarray) -> np.ndarray:
+        """Logits for X (..., F) (float64, shape X.shape[:-1])."""
+        if not self.params:
+            raise ValueError("the ranker is not fitted: call fit(X, y) first")
+        X = np.asarray(X, dtype=np.float64)
+        s, _ = self._forward(((X - self.mean_) / self.scale_).reshape(-1, X.shape[-1]))
+        return s.reshape(X.shape[:-1])
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         """P(y = 1 | x) for X (..., F)."""
