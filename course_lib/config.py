@@ -104,6 +104,7 @@ PROFILES: dict[str, Profile] = {
             "proto_requests": 200, "proto_max_s": 2,  # timed requests per protocol (MiniLM batch), and a loop's time cap in s
             "proto_large_batch": 128, "proto_large_requests": 20, "proto_stream_repeats": 3,  # larger payload rows and requests; streaming runs per mode
             # 07/05 low latency:
+            "ll_samples": 5_000, "ll_ring_n": 20_000, "ll_gc_requests": 4_000, "ll_gc_live": 200_000,  # 07/05: latency samples per variant, ring items, GC-run requests, live objects kept
             # 07/06 budgets:
             "bud_traces": 8, "bud_trace_calls": 1_000, "bud_chain_n": 100_000, "bud_shed_s": 4.0, "bud_loads": 8,  # breaker traces x calls vs pybreaker, call-chain requests, simulated s per load level, load levels
             # 07/07 autoscaling:
@@ -192,6 +193,7 @@ PROFILES: dict[str, Profile] = {
             "proto_requests": 1_000, "proto_max_s": 10,
             "proto_large_batch": 512, "proto_large_requests": 100, "proto_stream_repeats": 10,
             # 07/05 low latency:
+            "ll_samples": 50_000, "ll_ring_n": 200_000, "ll_gc_requests": 10_000, "ll_gc_live": 1_000_000,
             # 07/06 budgets:
             "bud_traces": 40, "bud_trace_calls": 5_000, "bud_chain_n": 1_000_000, "bud_shed_s": 30.0, "bud_loads": 12,
             # 07/07 autoscaling:
