@@ -38,6 +38,8 @@ from typing import Any
 
 import numpy as np
 
+from ..validate import check_number
+
 _MISSING = object()  # a default no caller can pass: tells a miss from a cached None
 
 
@@ -615,12 +617,28 @@ def che_hit_rate(probs: np.ndarray, capacity: int) -> float:
     capacity = _check_int(capacity, "capacity", low=0)
     if capacity == 0:
         return 0.0
-    if capacity >= np.count_nonzero(p):
+    return che_hit_rate_sized(p, np.ones_like(p), capacity)   # every item of size 1
+
+
+def che_hit_rate_sized(probs: Any, sizes: Any, budget: float) -> float:
+    """Request hit rate of an LRU holding items of different sizes (Che's approximation).
+
+    Item i stays cached for the characteristic time T after its last request; T
+    solves ``sum_i s_i (1 - exp(-p_i T)) = budget`` (the memory is full) and the
+    hit rate is ``sum_i p_i (1 - exp(-p_i T))`` (Fricker, Robert and Roberts 2012
+    show it stays accurate with unequal sizes).  Equal sizes give Che's formula.
+    """
+    p = _check_probs(probs)
+    s = np.asarray(sizes, dtype=np.float64)
+    if s.shape != p.shape or np.any(~np.isfinite(s)) or np.any(s <= 0):
+        raise ValueError(f"sizes must be positive and have the shape of probs {p.shape}, got shape {s.shape}")
+    budget = check_number(budget, "budget", low=0)
+    if budget >= s[p > 0].sum():
         return 1.0
-    lo, hi = -50.0, 50.0  # log T
-    for _ in range(100):  # 100 halvings of [-50, 50]: far below float precision
+    lo, hi = -60.0, 60.0  # bisection on log T
+    for _ in range(120):
         mid = (lo + hi) / 2
-        if np.sum(-np.expm1(-p * math.exp(mid))) < capacity:
+        if np.sum(s * -np.expm1(-p * math.exp(mid))) < budget:
             lo = mid
         else:
             hi = mid
@@ -915,7 +933,7 @@ def canonical_request(request: str) -> str:
 
 __all__ = [
     "LRUCache", "LFUCache", "TTLCache", "WTinyLFU", "CountMinSketch", "SingleFlight", "DictStore", "TTLStats",
-    "FeatureReplay", "replay", "mapping_hits", "lru_cache_hits", "lru_hits", "che_hit_rate", "static_optimal_hit_rate",
+    "FeatureReplay", "replay", "mapping_hits", "lru_cache_hits", "lru_hits", "che_hit_rate", "che_hit_rate_sized", "static_optimal_hit_rate",
     "ttl_closed_form", "feature_vector", "encode_features", "decode_features", "replay_feature_cache", "stampede",
     "canonical_request",
 ]

@@ -4,8 +4,8 @@ sticky traffic splitting, canaries, and fair queuing between tenants.
 Four mechanisms, each small enough to read in one sitting:
 
 1. :class:`ModelCache`: an LRU of loaded models measured in **bytes**, not
-   entries; a miss pays the load time.  :func:`che_hit_rate_sized` extends Che's
-   approximation to items of different sizes.
+   entries; a miss pays the load time.  :func:`~course_lib.serving.cache.che_hit_rate_sized`
+   (re-exported here) extends Che's approximation to items of different sizes.
 2. :func:`bucket` and :func:`assign_variant`: deterministic hash-based
    assignment.  The same user always lands in the same variant (sticky), a
    ramp from 5% to 10% only *adds* users, and two experiments with different
@@ -25,9 +25,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from ..validate import check_int, check_number
+from .cache import che_hit_rate_sized  # noqa: F401  (the model cache's hit rate: lives with Che's formula)
 
 __all__ = [
     "DrrScheduler",
@@ -90,33 +89,6 @@ class ModelCache:
     def hit_rate(self) -> float:
         n = self.hits + self.misses
         return self.hits / n if n else 0.0
-
-
-def che_hit_rate_sized(probs: Any, sizes: Any, budget: float) -> float:
-    """Request hit rate of an LRU holding items of different sizes (Che's approximation).
-
-    Item i stays cached for the characteristic time T after its last request; T
-    solves ``sum_i s_i (1 - exp(-p_i T)) = budget`` (the memory is full) and the
-    hit rate is ``sum_i p_i (1 - exp(-p_i T))`` (Fricker, Robert and Roberts 2012
-    show it stays accurate with unequal sizes).  Equal sizes give Che's formula.
-    """
-    p = np.asarray(probs, dtype=np.float64)
-    s = np.asarray(sizes, dtype=np.float64)
-    if p.ndim != 1 or p.size == 0 or np.any(p < 0) or not np.isclose(p.sum(), 1.0):
-        raise ValueError("probs must be a 1-D probability vector (non-negative, summing to 1)")
-    if s.shape != p.shape or np.any(~np.isfinite(s)) or np.any(s <= 0):
-        raise ValueError(f"sizes must be positive and have the shape of probs {p.shape}, got shape {s.shape}")
-    budget = check_number(budget, "budget", low=0)
-    if budget >= s[p > 0].sum():
-        return 1.0
-    lo, hi = -60.0, 60.0  # bisection on log T
-    for _ in range(120):
-        mid = (lo + hi) / 2
-        if np.sum(s * -np.expm1(-p * math.exp(mid))) < budget:
-            lo = mid
-        else:
-            hi = mid
-    return float(np.sum(p * -np.expm1(-p * math.exp((lo + hi) / 2))))
 
 
 # ----------------------------------------------------------------------------- 2. traffic splitting
