@@ -17,7 +17,7 @@ from .formats import (
     write_ivecs,
 )
 from .retrieval_bench import BENCH_DIR, RetrievalBenchmark, build_retrieval_benchmark, load_retrieval_benchmark
-from .synthetic import intrinsic_dimension, make_anisotropic, make_gaussian_mixture, make_uniform, split_queries, zipf_probs
+from .synthetic import LLMRequest, intrinsic_dimension, make_anisotropic, make_gaussian_mixture, make_llm_requests, make_uniform, split_queries, zipf_probs  # noqa: E501
 
 __all__ = [
     "BENCH_DIR",

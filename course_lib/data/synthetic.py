@@ -137,3 +137,102 @@ def zipf_probs(n_items: int, s: float) -> np.ndarray:
         raise ValueError(f"s must be a finite number >= 0, got {s!r}")
     w = np.arange(1, int(n_items) + 1, dtype=np.float64) ** -float(s)
     return w / w.sum()
+
+
+# --------------------------------------------------------------------------
+# Generation requests for the LLM-serving lessons (chapter 07, batching)
+# --------------------------------------------------------------------------
+import math  # noqa: E402  (kept with the code that uses it: this section was appended)
+from dataclasses import dataclass  # noqa: E402
+
+from ..validate import check_int, check_number  # noqa: E402
+
+#: The output-length laws :func:`make_llm_requests` knows.
+LENGTH_DISTS: tuple[str, ...] = ("exponential", "lognormal", "fixed")
+
+
+@dataclass(frozen=True, eq=False)
+class LLMRequest:
+    """One generation request: a prompt and how many tokens to generate.
+
+    Attributes
+    ----------
+    rid : request id (its index in the list that :func:`make_llm_requests` returns).
+    prompt : int64 array (T,), token ids in [0, vocab_size).
+    max_new_tokens : tokens to generate, >= 1 (the request stops there: no EOS in these lessons).
+    arrival_s : arrival time, seconds after the start of the run.
+    """
+
+    rid: int
+    prompt: np.ndarray
+    max_new_tokens: int
+    arrival_s: float
+
+
+def make_llm_requests(
+    n: int,
+    *,
+    seed: int = 0,
+    vocab_size: int = 512,
+    prompt_len: tuple[int, int] = (4, 16),
+    mean_new_tokens: float = 24.0,
+    length_dist: str = "exponential",
+    sigma: float = 1.0,
+    max_new_tokens: int | None = None,
+    arrival_rate: float | None = None,
+) -> list[LLMRequest]:
+    """``n`` seeded generation requests with skewed output lengths and optional Poisson arrivals.
+
+    Output lengths L (tokens to generate; mean ``m`` = ``mean_new_tokens``):
+
+    * ``"exponential"``: L = 1 + floor(X), X ~ Exponential with P(X > x) = (1 - 1/m)**x.
+      That is exactly the geometric law on {1, 2, ...}: P(L = k) = p (1 - p)**(k - 1) with
+      p = 1/m, so E[L] = m (needs m >= 1; m = 1 gives L = 1).  Memoryless, like an EOS token
+      that ends a sequence with probability p at every step.
+    * ``"lognormal"``: L = max(1, round(Y)), Y lognormal with shape ``sigma`` and E[Y] = m
+      (log-mean ln m - sigma**2 / 2), so E[L] = m up to the rounding and the clip at 1
+      (much heavier tail than the geometric law for sigma >= 1).
+    * ``"fixed"``: L = round(m) for every request.
+
+    With ``max_new_tokens`` every length is then capped at it (which lowers the mean).
+
+    Prompts: lengths uniform on the inclusive range ``prompt_len``, tokens uniform in
+    [0, ``vocab_size``).  Arrivals: with ``arrival_rate`` (requests/s) a Poisson process
+    (i.i.d. exponential gaps of mean 1/rate, first arrival after one gap, as
+    ``des.poisson_arrivals``); with None every request arrives at 0.0.  The random draws
+    come in a fixed order (prompt lengths, lengths, prompt tokens, arrivals), so changing
+    ``arrival_rate`` leaves the prompts and lengths unchanged.
+
+    Returns
+    -------
+    list of ``n`` :class:`LLMRequest`, ``rid`` = 0..n-1, in arrival order.
+    """
+    n = check_int(n, "n", low=1)
+    vocab_size = check_int(vocab_size, "vocab_size", low=1)
+    if not isinstance(prompt_len, (tuple, list)) or len(prompt_len) != 2:
+        raise ValueError(f"prompt_len must be a (min, max) pair of ints, got {prompt_len!r}")
+    lo = check_int(prompt_len[0], "prompt_len[0]", low=1)
+    hi = check_int(prompt_len[1], "prompt_len[1]", low=lo)
+    m = check_number(mean_new_tokens, "mean_new_tokens", low=1.0)
+    if length_dist not in LENGTH_DISTS:
+        raise ValueError(f"unknown length_dist {length_dist!r}: expected one of {LENGTH_DISTS}")
+    sigma = check_number(sigma, "sigma", low=0.0, low_open=True)
+    cap = None if max_new_tokens is None else check_int(max_new_tokens, "max_new_tokens", low=1)
+    rate = None if arrival_rate is None else check_number(arrival_rate, "arrival_rate", low=0.0, low_open=True)
+    rng = np.random.default_rng(check_int(seed, "seed", low=0))
+
+    t_len = rng.integers(lo, hi + 1, size=n)
+    if length_dist == "exponential":
+        # P(X > x) = (1 - 1/m)^x  <=>  X ~ Exponential(scale = -1 / ln(1 - 1/m))
+        scale = 0.0 if m == 1.0 else -1.0 / math.log1p(-1.0 / m)
+        lengths = 1 + np.floor(rng.exponential(1.0, size=n) * scale).astype(np.int64)
+    elif length_dist == "lognormal":
+        y = rng.lognormal(math.log(m) - sigma**2 / 2, sigma, size=n)
+        lengths = np.maximum(1, np.rint(y)).astype(np.int64)
+    else:
+        lengths = np.full(n, int(round(m)), dtype=np.int64)
+    if cap is not None:
+        lengths = np.minimum(lengths, cap)
+    prompts = [rng.integers(0, vocab_size, size=int(t), dtype=np.int64) for t in t_len]
+    arrivals = np.zeros(n) if rate is None else np.cumsum(rng.exponential(1.0 / rate, size=n))
+    return [LLMRequest(i, prompts[i], int(lengths[i]), float(arrivals[i])) for i in range(n)]

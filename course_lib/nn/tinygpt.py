@@ -9,7 +9,9 @@ sizes it has exactly GPT-2's parameter count (see ``course_lib.capacity``).
 
 Shapes: ``B`` batch, ``T`` sequence length (<= ``block_size``), ``C`` =
 ``n_embd``, ``V`` = ``vocab_size``.  There is deliberately no KV cache here:
-chapter 10 adds one on top of this model.
+``course_lib.serving.genbatch.KVDecoder`` (lesson 07.02, continuous batching)
+decodes with a per-slot KV cache over this model's weights, and chapter 10
+pages it.
 """
 
 from __future__ import annotations
