@@ -266,3 +266,28 @@ def test_server_process_commands_need_a_running_process():
     with pytest.raises(RuntimeError, match="not running"):
         ServerProcess(sleeping_model_fn, 0.0, 0.001).calibrate([1], np.zeros(1))
     assert math.isfinite(DynamicBatcher(2, 0.5).max_wait_s)
+
+
+def test_arrival_view_reads_the_queue_without_copying_it():
+    from collections import deque
+
+    q = deque([3, 1, 2])
+    times = {1: 10.0, 2: 20.0, 3: 30.0}
+    view = bt.ArrivalView(q, times.__getitem__)
+    assert len(view) == 3 and view[0] == 30.0 and view[-1] == 20.0 and view[1:] == [10.0, 20.0]
+    q.popleft()
+    assert len(view) == 2 and view[0] == 10.0  # a live view of the queue
+    assert list(view) == [10.0, 20.0]
+
+
+def test_policies_see_a_live_view_not_a_copy_of_the_queue():
+    seen = []
+
+    class Spy:
+        def next_batch(self, queue, now):
+            seen.append(type(queue))
+            return (1, None) if len(queue) else (0, None)
+
+    simulate_batching(np.linspace(0, 0.01, 50), Spy(), ServiceCurve(0.01, 0.0))
+    # a list built per decision makes an overloaded run quadratic in the queue length
+    assert seen and set(seen) == {bt.ArrivalView}

@@ -183,29 +183,35 @@ class ServiceCurve:
 
 
 class LoggedService:
-    """``t(b) = curve(b) * r``: the curve's shape, and the slowdowns ``r`` a real server logged.
+    """``t(b) = curve(b) * r + e``: the curve's shape, and the slowdowns ``r`` and extra times ``e`` a real server logged.
 
-    ``r_k`` = (measured duration of the server's k-th batch) / ``curve(b_k)``.
-    A bare line ``a + c*b`` has no variance, and queueing delay grows with
-    service-time variance (Pollaczek-Khinchine: the mean wait is proportional
-    to ``1 + SCV``).  On a shared machine the slowdowns also come in streaks
+    For the server's k-th batch (size ``b_k``): ``r_k`` = its forward-pass time
+    / ``curve(b_k)`` (how much slower the CPU ran than in the quiet
+    measurement: it scales with the work), and ``e_k`` = the rest of the time
+    the instance was busy (writing the answers, any stall before the worker
+    looked at the queue again: a fixed cost, added as is).  A bare line
+    ``a + c*b`` has no variance, and queueing delay grows with service-time
+    variance (Pollaczek-Khinchine: the mean wait is proportional to
+    ``1 + SCV``).  On a shared machine the slowdowns also come in streaks
     (another process holds the core for a while), which independent noise
     misses.  Two ways to put the log back into a simulation:
 
-    * ``order="time"``: a batch simulated at time ``t`` gets the ratio of the
+    * ``order="time"``: a batch simulated at time ``t`` gets the ``(r, e)`` of the
       logged batch that was running at ``t`` (the streaks stay where they were);
-    * ``order="shuffle"``: ratios drawn i.i.d. (seeded), only their distribution kept.
+    * ``order="shuffle"``: pairs drawn i.i.d. (seeded), only their distribution kept.
 
     Parameters
     ----------
     curve : the :class:`ServiceCurve` (e.g. measured in isolation).
-    ratios : (m,) logged durations / ``curve(b)``, all > 0.
+    ratios : (m,) logged forward-pass times / ``curve(b)``, all > 0.
     times : (m,) start times (s) of the logged batches on the simulation's clock, sorted; needed for ``"time"``.
     order : ``"time"`` or ``"shuffle"``.
     seed : the stream for ``"shuffle"``.
+    extra : (m,) seconds added to each batch (>= 0); default 0.
     """
 
-    def __init__(self, curve: ServiceCurve, ratios: Any, times: Any = None, order: str = "time", seed: int = 0) -> None:
+    def __init__(self, curve: ServiceCurve, ratios: Any, times: Any = None, order: str = "time", seed: int = 0,
+                 extra: Any = None) -> None:
         r = np.asarray(ratios, dtype=np.float64)
         if r.ndim != 1 or r.size == 0 or not np.all(np.isfinite(r)) or np.any(r <= 0):
             raise ValueError(f"ratios must be a non-empty 1-D array of finite numbers > 0, got shape {r.shape}")
@@ -216,7 +222,10 @@ class LoggedService:
             if t.shape != r.shape or np.any(np.diff(t) < 0) or not np.all(np.isfinite(t)):
                 raise ValueError(f"order='time' needs sorted, finite start times, one per ratio ({r.size}), got shape {t.shape}")
             self.times = t
-        self.curve, self.ratios, self.order = curve, r, order
+        e = np.zeros_like(r) if extra is None else np.asarray(extra, dtype=np.float64)
+        if e.shape != r.shape or not np.all(np.isfinite(e)) or np.any(e < 0):
+            raise ValueError(f"extra must hold one finite number >= 0 (s) per ratio ({r.size}), got shape {e.shape}")
+        self.curve, self.ratios, self.extra, self.order = curve, r, e, order
         self.needs_time = order == "time"  # simulate_batching then calls service(b, now)
         self.rng = np.random.default_rng(seed)
 
@@ -227,7 +236,7 @@ class LoggedService:
             k = max(int(np.searchsorted(self.times, now, side="right")) - 1, 0)
         else:
             k = int(self.rng.integers(self.ratios.size))
-        return self.curve(b) * float(self.ratios[k])
+        return self.curve(b) * float(self.ratios[k]) + float(self.extra[k])
 
     @classmethod
     def from_log(cls, curve: ServiceCurve, log: ServerLog, origin: float = 0.0, order: str = "time", seed: int = 0) -> LoggedService:
@@ -236,10 +245,14 @@ class LoggedService:
         if b.size == 0:
             raise ValueError("the server log has no batches")
         start = np.asarray(log.batch_start, dtype=np.float64)
-        took = log.busy_s()
-        order_idx = np.argsort(start, kind="stable")
-        ratios = (took / (curve.a + curve.c * b))[order_idx]
-        return cls(curve, ratios, start[order_idx] - origin, order, seed)
+        busy = log.busy_s()
+        computed = np.asarray(log.batch_computed, dtype=np.float64) if len(log.batch_computed) == b.size \
+            else start + busy  # an older log without the forward-pass end: all of it scales
+        forward = computed - start
+        idx = np.argsort(start, kind="stable")
+        ratios = (forward / (curve.a + curve.c * b))[idx]
+        extra = np.maximum(busy - forward, 0.0)[idx]
+        return cls(curve, ratios, start[idx] - origin, order, seed, extra=extra)
 
 
 def measure_service_curve(
@@ -326,6 +339,29 @@ class BatchRun:
         return float(np.percentile(lat, q)) if lat.size else math.nan
 
 
+class ArrivalView(Sequence):
+    """The arrival times of a FIFO queue, oldest first, without copying the queue.
+
+    What a policy's ``next_batch(queue, now)`` receives from the simulation
+    and the server: ``len(view)`` and ``view[0]`` are O(1), so a decision
+    costs the same with 10 or 100,000 requests waiting (a list built per
+    decision would make an overloaded simulation quadratic).
+    """
+
+    __slots__ = ("_items", "_time")
+
+    def __init__(self, items: deque, time_of: Callable[[Any], float]) -> None:
+        self._items, self._time = items, time_of
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return [self._time(x) for x in list(self._items)[i]]
+        return self._time(self._items[i])
+
+
 def _check_arrivals(arrivals: Any) -> np.ndarray:
     a = np.asarray(arrivals, dtype=np.float64)
     if a.ndim != 1 or a.size == 0:
@@ -379,6 +415,7 @@ def simulate_batching(
     instances = check_int(instances, "instances", low=1)
     sim = Simulator()
     waiting: deque[int] = deque()
+    arrivals_view = ArrivalView(waiting, a.__getitem__)
     free = instances
     timer: list[Any] = [None]
     start = np.full(a.size, np.nan)
@@ -396,7 +433,7 @@ def simulate_batching(
     def dispatch() -> None:
         nonlocal free
         while free and waiting:
-            size, wake = _check_decision(batcher.next_batch([a[i] for i in waiting], sim.now), len(waiting), sim.now)
+            size, wake = _check_decision(batcher.next_batch(arrivals_view, sim.now), len(waiting), sim.now)
             if size == 0:
                 if wake is not None and (timer[0] is None or timer[0].time != wake):
                     if timer[0] is not None:
@@ -518,9 +555,10 @@ class ServerLog:
     Per request, in the order the server finished them: ``rids`` (the client's
     request id), ``batch_index`` (which batch carried it), ``arrival`` at the
     server, batch ``start`` (NaN for the ``batched`` backend, which does not
-    say) and ``finish`` (s, ``time.perf_counter``).  Per batch: ``batch_sizes``,
-    ``batch_start``, ``batch_finish`` (its last answer written to its socket)
-    and ``batch_free`` (the worker's next decision: see :meth:`busy_s`).
+    say) and ``finish`` (its answer written to the socket; s, ``time.perf_counter``).  Per batch: ``batch_sizes``,
+    ``batch_start``, ``batch_computed`` (the forward pass done), ``batch_finish``
+    (its last answer written to its socket) and ``batch_free`` (the worker's
+    next decision: see :meth:`busy_s`).
     """
 
     rids: list[int] = field(default_factory=list)
@@ -532,6 +570,7 @@ class ServerLog:
     batch_start: list[float] = field(default_factory=list)
     batch_finish: list[float] = field(default_factory=list)
     batch_free: list[float] = field(default_factory=list)
+    batch_computed: list[float] = field(default_factory=list)
 
     def busy_s(self) -> np.ndarray:
         """Per batch, how long the model instance was unavailable (s): start to the worker's next decision.
@@ -629,6 +668,7 @@ class BatchingServer:
         self.log = ServerLog()
         self.errors: list[str] = []
         self._queue: deque[_Pending] = deque()
+        self._arrivals = ArrivalView(self._queue, lambda p: p.arrival)
         self._cond = threading.Condition()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -736,7 +776,7 @@ class BatchingServer:
                         self.log.batch_free.append(now)
                         just_ran = False
                     size, wake = _check_decision(
-                        self.batcher.next_batch([p.arrival for p in self._queue], now), len(self._queue), now)
+                        self.batcher.next_batch(self._arrivals, now), len(self._queue), now)
                     if size:
                         batch = [self._queue.popleft() for _ in range(size)]
                         break
@@ -752,22 +792,26 @@ class BatchingServer:
         except Exception as err:  # noqa: BLE001 - a model error must not kill the server
             self.errors.append(f"model_fn on a batch of {len(batch)}: {type(err).__name__}: {err}")
             return
+        computed = time.perf_counter()
+        sent = []
         for p, row in zip(batch, out):
             p.conn.send(p.rid, row)
-        # the instance is busy until the last answer is on the wire: that is the batch's service time
-        self._record(batch, t0=t0, t1=time.perf_counter())
+            sent.append(time.perf_counter())
+        self._record(batch, t0=t0, computed=computed, sent=sent)
 
-    def _record(self, batch: list[_Pending], t0: float, t1: float) -> None:
+    def _record(self, batch: list[_Pending], t0: float, computed: float, sent: list[float]) -> None:
         batch_arrivals = [p.arrival for p in batch]
+        t1 = sent[-1]
         with self._cond:
             log = self.log
             log.batch_index.extend([len(log.batch_sizes)] * len(batch))
             log.rids.extend(p.rid for p in batch)
             log.arrival.extend(batch_arrivals)
             log.start.extend([t0] * len(batch_arrivals))
-            log.finish.extend([t1] * len(batch_arrivals))
+            log.finish.extend(sent)
             log.batch_sizes.append(len(batch_arrivals))
             log.batch_start.append(t0)
+            log.batch_computed.append(computed)
             log.batch_finish.append(t1)
 
     # -- the `batched` package backend -------------------------------------
@@ -780,6 +824,7 @@ class BatchingServer:
                 self._batch_of[rid] = len(self.log.batch_sizes)
             self.log.batch_sizes.append(len(items))
             self.log.batch_start.append(t0)
+            self.log.batch_computed.append(t1)
             self.log.batch_finish.append(t1)
         return list(out)
 
