@@ -94,8 +94,8 @@ PROFILES: dict[str, Profile] = {
             "q_check_n": 10_000, "q_reps": 400, "q_rep_n": 5_000, "q_ci_pct": 3, "q_max_batches": 12,  # requests (heap vs simpy), replications x requests per Erlang C batch, CI target %, batch cap
             "q_knee_reps": 120, "q_long_n": 200_000, "q_hedge_n": 20_000, "q_mg_batches": 3,  # knee replications, long single runs (Little, sizing, bursts), hedged requests per run, M/G/c batch cap
             # 07/02 batching:
-            "bat_low_n": 80, "bat_high_n": 304, "bat_over_n": 100, "bat_cal_repeats": 5, "bat_max_s": 30.0,  # requests per light / heavy / overloaded (no batching at heavy load) run, t(b) repeats, client time limit (s)
-            "bat_simpy_n": 3_000, "bat_sweep_n": 1_500, "bat_sweep_loads": (0.3, 0.6, 0.9, 1.3, 1.8, 2.4, 3.0),  # simpy check requests, requests per sweep point, sweep loads (x no batching's capacity)
+            "bat_low_n": 64, "bat_high_n": 304, "bat_over_n": 100, "bat_cal_repeats": 4, "bat_max_s": 30.0,  # requests per light / heavy / overloaded (no batching at heavy load) run, t(b) repeats, client time limit (s)
+            "bat_simpy_n": 2_000, "bat_sweep_n": 1_200, "bat_sweep_loads": (0.3, 0.6, 0.9, 1.3, 1.8, 2.4, 3.0),  # simpy check requests, requests per sweep point, sweep loads (x no batching's capacity)
             "gen_requests": 96, "gen_direct": 6, "gen_sim_n": 2_000, "gen_sim_static_n": 16_000, "gen_loads": (0.5, 0.8, 0.9, 0.95, 1.0),  # real generation requests, of them checked step by step, simulated requests per load, static-utilisation requests, loads (x continuous capacity)
             # 07/03 caching:
             # catalogue size of the Zipf workloads, measured requests (trace equality, hit-rate curves), warm-up requests,
