@@ -280,6 +280,18 @@ def measure_service_curve(
 # --------------------------------------------------------------------------
 # 3. Simulation
 # --------------------------------------------------------------------------
+def _finite_percentile(latency: np.ndarray, q: float) -> float:
+    """``q``-th percentile (0-100) of the finite entries (NaN = never answered), NaN when there are none."""
+    lat = latency[np.isfinite(latency)]
+    return float(np.percentile(lat, q)) if lat.size else math.nan
+
+
+def _throughput(ends: np.ndarray, starts: np.ndarray) -> float:
+    """Answered requests per second, from the first start to the last finite end (0 when none)."""
+    served = int(np.isfinite(ends).sum())
+    return served / (np.nanmax(ends) - starts.min()) if served else 0.0
+
+
 @dataclass
 class BatchRun:
     """Per-request and per-batch record of one batching run (simulated or measured).
@@ -310,9 +322,7 @@ class BatchRun:
     @property
     def throughput(self) -> float:
         """Requests served per second, first arrival to last response."""
-        if self.served == 0:
-            return 0.0
-        return self.served / (np.nanmax(self.finish) - self.arrival.min())
+        return _throughput(self.finish, self.arrival)
 
     @property
     def utilisation(self) -> float:
@@ -334,9 +344,7 @@ class BatchRun:
 
     def percentile(self, q: float) -> float:
         """``q``-th percentile (0-100) of the latency of served requests (s)."""
-        lat = self.latency
-        lat = lat[np.isfinite(lat)]
-        return float(np.percentile(lat, q)) if lat.size else math.nan
+        return _finite_percentile(self.latency, q)
 
 
 class ArrivalView(Sequence):
@@ -555,7 +563,7 @@ class ServerLog:
     Per request, in the order the server finished them: ``rids`` (the client's
     request id), ``batch_index`` (which batch carried it), ``arrival`` at the
     server, batch ``start`` (NaN for the ``batched`` backend, which does not
-    say) and ``finish`` (its answer written to the socket; s, ``time.perf_counter``).  Per batch: ``batch_sizes``,
+    say) and ``finish`` (its answer handed to the socket; s, ``time.perf_counter``).  Per batch: ``batch_sizes``,
     ``batch_start``, ``batch_computed`` (the forward pass done), ``batch_finish``
     (its last answer written to its socket) and ``batch_free`` (the worker's
     next decision: see :meth:`busy_s`).
@@ -795,13 +803,12 @@ class BatchingServer:
         computed = time.perf_counter()
         sent = []
         for p, row in zip(batch, out):
+            sent.append(time.perf_counter())  # handed to the socket: the client cannot have it before this
             p.conn.send(p.rid, row)
-            sent.append(time.perf_counter())
-        self._record(batch, t0=t0, computed=computed, sent=sent)
+        self._record(batch, t0=t0, computed=computed, sent=sent, t1=time.perf_counter())
 
-    def _record(self, batch: list[_Pending], t0: float, computed: float, sent: list[float]) -> None:
+    def _record(self, batch: list[_Pending], t0: float, computed: float, sent: list[float], t1: float) -> None:
         batch_arrivals = [p.arrival for p in batch]
-        t1 = sent[-1]
         with self._cond:
             log = self.log
             log.batch_index.extend([len(log.batch_sizes)] * len(batch))
@@ -884,14 +891,11 @@ class LoadResult:
     @property
     def throughput(self) -> float:
         """Responses per second, first scheduled send to last response."""
-        if self.served == 0:
-            return 0.0
-        return self.served / (np.nanmax(self.received) - self.scheduled.min())
+        return _throughput(self.received, self.scheduled)
 
     def percentile(self, q: float) -> float:
-        lat = self.latency
-        lat = lat[np.isfinite(lat)]
-        return float(np.percentile(lat, q)) if lat.size else math.nan
+        """``q``-th percentile (0-100) of the latency of answered requests (s)."""
+        return _finite_percentile(self.latency, q)
 
     @property
     def max_send_lag(self) -> float:
@@ -1033,14 +1037,15 @@ def sleeping_model_fn(a_s: float, c_s: float) -> Callable[[np.ndarray], np.ndarr
 
 
 def minilm_model_fn(seq_len: int = 16) -> Callable[[np.ndarray], np.ndarray]:
-    """MiniLM (all-MiniLM-L6-v2) as a batch function: token ids (b, seq_len) int -> mean-pooled (b, 384) float32.
+    """MiniLM (all-MiniLM-L6-v2) as a batch function: token ids (b, seq_len) int -> sentence embeddings (b, 384) float32.
 
-    Every request carries exactly ``seq_len`` token ids (no padding), so
-    ``t(b)`` depends on the batch size only.  Runs on one CPU thread.
+    The course's MiniLM embedding (``nn.embed``: the encoder's token states,
+    then ``mean_pool``).  Every request carries exactly ``seq_len`` token ids
+    (no padding), so ``t(b)`` depends on the batch size only.  Runs on one CPU thread.
     """
     import torch
 
-    from ..nn.embed import load_minilm
+    from ..nn.embed import load_minilm, mean_pool
 
     seq_len = check_int(seq_len, "seq_len", low=2, high=512)
     torch.set_num_threads(1)
@@ -1051,9 +1056,8 @@ def minilm_model_fn(seq_len: int = 16) -> Callable[[np.ndarray], np.ndarray]:
         if ids.ndim != 2 or ids.shape[1] != seq_len or not np.issubdtype(ids.dtype, np.integer):
             raise ValueError(f"expected int token ids of shape (b, {seq_len}), got {ids.dtype} {ids.shape}")
         t = torch.as_tensor(ids, dtype=torch.long)
-        with torch.inference_mode():
-            h = encoder.model(input_ids=t, attention_mask=torch.ones_like(t)).last_hidden_state
-        return h.mean(dim=1).numpy()
+        batch = {"input_ids": t, "token_type_ids": torch.zeros_like(t), "attention_mask": torch.ones_like(t)}
+        return mean_pool(encoder.token_states(batch), batch["attention_mask"]).numpy()
 
     return model_fn
 
